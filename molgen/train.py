@@ -1,0 +1,624 @@
+"""Training the molecule VAE with PyTorch Lightning (``molgen train``).
+
+Lightning does the loop: progress bar, checkpoints and resume, gradient clipping, time limits, CSV
+metrics, early stopping, and scale-out (DDP on several devices or nodes). This module adds only
+what is specific to molgen: the data step, the KL schedule defined in optimizer steps (an
+epoch-based schedule does nothing under a time budget), presets, the model file and the
+training-curve picture.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor
+
+from molgen.data import DataConfig, PreparedData, prepare_dataset
+from molgen.errors import MolgenError
+from molgen.model import ModelConfig, MoleculeVAE, model_file_dict
+from molgen.tokenizer import Vocabulary, get_tokenizer
+
+RUN_CONFIG = "run_config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (plain types; stored in the run directory and the model file).
+
+    Attributes:
+        epochs: Maximum epochs.
+        max_steps: Maximum optimizer steps (-1: no limit).
+        max_time: Wall-time limit like ``"1h"``, ``"30m"``, ``"90s"`` or ``"DD:HH:MM:SS"``.
+        batch_size: Molecules per batch (per device).
+        lr: Adam learning rate.
+        seed: Seed for the split, initialisation, shuffling and sampling in training.
+        beta_max: Final KL weight.
+        beta_warmup_steps: Steps with KL weight 0 at the start.
+        beta_ramp_steps: Steps of the linear ramp from 0 to ``beta_max`` after the warm-up.
+        word_dropout: Probability of replacing a decoder input token by ``unk``.
+        grad_clip: Gradient-norm clipping value (0: off).
+        val_every_steps: Validate (and checkpoint) every this many steps, or each epoch if sooner.
+        val_batches: Validation batches per check (keeps checks cheap on big sets).
+        early_stopping_patience: Validation checks without improvement before stopping (0: off).
+        accelerator: Lightning accelerator (auto, cpu, gpu).
+        devices: Devices per node (int or "auto").
+        num_nodes: Number of nodes.
+        strategy: Lightning strategy (auto, ddp).
+        precision: Lightning precision (e.g. "32-true", "bf16-mixed" on GPUs).
+        tune_malloc: Keep freed memory in the process (glibc) instead of returning it every step.
+    """
+
+    epochs: int = 10
+    max_steps: int = -1
+    max_time: str | None = None
+    batch_size: int = 256
+    lr: float = 1e-3
+    seed: int = 0
+    beta_max: float = 0.5
+    beta_warmup_steps: int = 500
+    beta_ramp_steps: int = 5000
+    word_dropout: float = 0.0
+    grad_clip: float = 5.0
+    val_every_steps: int = 1000
+    val_batches: int = 20
+    early_stopping_patience: int = 0
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    tune_malloc: bool = True
+
+    def beta(self, step: int) -> float:
+        """KL weight at an optimizer step: 0 for the warm-up, then a linear ramp to ``beta_max``."""
+        if step < self.beta_warmup_steps:
+            return 0.0
+        if self.beta_ramp_steps <= 0:
+            return self.beta_max
+        return self.beta_max * min(1.0, (step - self.beta_warmup_steps) / self.beta_ramp_steps)
+
+
+@dataclass
+class Preset:
+    """A named starting point; explicit options override its values."""
+
+    model: dict[str, Any]
+    train: dict[str, Any]
+    description: str
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        model=dict(embedding_dim=16, encoder_hidden=32, decoder_hidden=64, latent_dim=8),
+        train=dict(
+            epochs=2,
+            batch_size=32,
+            lr=3e-3,
+            beta_warmup_steps=10,
+            beta_ramp_steps=20,
+            val_every_steps=50,
+            val_batches=5,
+        ),
+        description="tests and smoke runs: trains in seconds",
+    ),
+    "small": Preset(
+        model=dict(
+            embedding_dim=64,
+            encoder_hidden=256,
+            decoder_hidden=512,
+            decoder_layers=1,
+            latent_dim=64,
+        ),
+        train=dict(
+            epochs=100,
+            max_time="1h",
+            batch_size=256,
+            lr=1e-3,
+            beta_warmup_steps=500,
+            beta_ramp_steps=4000,
+            beta_max=0.5,
+            val_every_steps=500,
+        ),
+        description="a useful model on 2 CPU cores in about an hour",
+    ),
+    "moses": Preset(
+        model=dict(
+            embedding_dim=64,
+            encoder_hidden=256,
+            decoder_hidden=512,
+            decoder_layers=3,
+            latent_dim=128,
+            dropout=0.1,
+        ),
+        train=dict(
+            epochs=80,
+            batch_size=512,
+            lr=5e-4,
+            beta_warmup_steps=2000,
+            beta_ramp_steps=40000,
+            beta_max=0.5,
+            val_every_steps=2000,
+            val_batches=50,
+        ),
+        description="MOSES-VAE scale (GRU 512 x 3 decoder, latent 128), for a GPU",
+    ),
+}
+
+
+@dataclass
+class RunConfig:
+    """Everything needed to (re)start a run; written to ``RUN_DIR/run_config.json``."""
+
+    data_path: str
+    data: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    preset: str = "small"
+
+
+def resolve_configs(
+    preset: str, model_overrides: dict[str, Any], train_overrides: dict[str, Any]
+) -> tuple[dict[str, Any], TrainConfig]:
+    """Merge a preset with explicit options (None values mean "not given").
+
+    Returns:
+        (model settings without vocab_size, TrainConfig).
+    """
+    if preset not in PRESETS:
+        raise MolgenError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}.")
+    p = PRESETS[preset]
+    model = {**p.model, **{k: v for k, v in model_overrides.items() if v is not None}}
+    known_model = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
+    unknown = set(model) - known_model
+    if unknown:
+        raise MolgenError(f"unknown model settings: {', '.join(sorted(unknown))}.")
+    train_values = {**p.train, **{k: v for k, v in train_overrides.items() if v is not None}}
+    return model, TrainConfig(**train_values)
+
+
+def parse_max_time(value: str | None) -> timedelta | None:
+    """Parse ``"90s"``, ``"30m"``, ``"1.5h"``, ``"2d"`` or Lightning's ``"DD:HH:MM:SS"``."""
+    if value is None or value == "":
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", value)
+    if m:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
+        return timedelta(**{unit: float(m.group(1))})
+    parts = value.split(":")
+    if len(parts) == 4 and all(p.isdigit() for p in parts):
+        d, h, mi, s = (int(p) for p in parts)
+        return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    raise MolgenError(f"cannot read --max-time {value!r}; use e.g. 90s, 30m, 1h or DD:HH:MM:SS.")
+
+
+def tune_malloc() -> bool:
+    """Stop glibc from returning freed memory to the OS after every step.
+
+    Measured on the project's CPU machines: the default allocator page-faults millions of times per
+    step for GRU models of MOSES size; keeping memory (no mmap for big blocks, high trim threshold)
+    roughly doubles training speed. Harmless elsewhere; returns False where glibc is absent.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4
+        ok = libc.mallopt(m_mmap_max, 0) == 1
+        ok &= libc.mallopt(m_trim_threshold, 2**31 - 1) == 1
+        ok &= libc.mallopt(m_top_pad, 2**30) == 1
+        return bool(ok)
+    except (OSError, AttributeError):
+        return False
+
+
+# ---- data ----------------------------------------------------------------------------------------
+class TokenDataset(torch.utils.data.Dataset):
+    """Token ids of many molecules in one padded int16 array; batches are sliced, not collated."""
+
+    def __init__(self, ids: np.ndarray, lengths: np.ndarray) -> None:
+        self.ids = torch.from_numpy(ids)
+        self.lengths = torch.from_numpy(lengths)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(indices)
+        lengths = self.lengths[idx].long()
+        width = int(lengths.max())
+        return self.ids[idx, :width].long(), lengths
+
+
+def _passthrough(batch: Any) -> Any:
+    return batch
+
+
+def encode_smiles(
+    smiles: list[str], vocab: Vocabulary, tokenizer_kind: str, max_length: int
+) -> TokenDataset:
+    """Tokenize and id-encode molecules into a :class:`TokenDataset` (``[bos ... eos pad]``)."""
+    tokenizer = get_tokenizer(tokenizer_kind)
+    width = max_length + 2
+    ids = np.full((len(smiles), width), vocab.pad_id, dtype=np.int16)
+    lengths = np.zeros(len(smiles), dtype=np.int16)
+    for i, s in enumerate(smiles):
+        row = vocab.encode(tokenizer.tokenize(s))[:width]
+        ids[i, : len(row)] = row
+        lengths[i] = len(row)
+    return TokenDataset(ids, lengths)
+
+
+# ---- the Lightning module ------------------------------------------------------------------------
+class VAEModule(pl.LightningModule):
+    """Lightning wrapper: the KL schedule, logging, and the optimizer."""
+
+    def __init__(self, model_config: dict[str, Any], train_config: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.train_config = TrainConfig(**train_config)
+        self.vae = MoleculeVAE(ModelConfig.from_dict(model_config))
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Loss at the scheduled KL weight; logs every term."""
+        tokens, lengths = batch
+        beta = self.train_config.beta(self.global_step)
+        out = self.vae(tokens, lengths, beta=beta, word_dropout=self.train_config.word_dropout)
+        bs = tokens.shape[0]
+        self.log("train_loss", out["loss"], prog_bar=True, batch_size=bs)
+        self.log("train_reconstruction", out["reconstruction"], batch_size=bs)
+        self.log("train_kl", out["kl"], prog_bar=True, batch_size=bs)
+        self.log("train_concentration", out["concentration"], batch_size=bs)
+        self.log("train_token_accuracy", out["token_accuracy"], batch_size=bs)
+        self.log("beta", beta, batch_size=bs)
+        return out["loss"]
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Validation loss at the final KL weight."""
+        tokens, lengths = batch
+        # Judge every check by the final objective, so early stopping is not fooled by the ramp.
+        out = self.vae(tokens, lengths, beta=self.train_config.beta_max)
+        bs = tokens.shape[0]
+        self.log("val_loss", out["loss"], prog_bar=True, batch_size=bs, sync_dist=True)
+        self.log("val_reconstruction", out["reconstruction"], batch_size=bs, sync_dist=True)
+        self.log("val_kl", out["kl"], batch_size=bs, sync_dist=True)
+        self.log("val_token_accuracy", out["token_accuracy"], batch_size=bs, sync_dist=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam at the configured learning rate."""
+        return torch.optim.Adam(self.parameters(), lr=self.train_config.lr)
+
+
+class SaveAtEnd(pl.Callback):
+    """Checkpoint the final state however training stopped (steps, time, epochs, early stop).
+
+    ``--resume`` then continues exactly where the run ended, e.g. with a larger ``--max-steps``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Write the final checkpoint."""
+        trainer.save_checkpoint(self.path)
+
+
+# ---- the run -------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    """Where a finished run put its files, and its summary."""
+
+    run_dir: Path
+    model_path: Path
+    metrics_path: Path
+    curves_path: Path | None
+    summary: dict[str, Any]
+
+
+def _last_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint with the most optimizer steps (ties: the newest file)."""
+    ckpts = list((run_dir / CHECKPOINT_DIR).glob("*.ckpt"))
+    if not ckpts:
+        return None
+
+    def key(p: Path) -> tuple[int, float]:
+        state = torch.load(p, map_location="cpu", weights_only=False)  # our own run's checkpoint
+        return int(state.get("global_step", 0)), p.stat().st_mtime
+
+    return max(ckpts, key=key)
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    """Read ``RUN_DIR/run_config.json`` (written when the run started)."""
+    path = run_dir / RUN_CONFIG
+    if not path.exists():
+        raise MolgenError(f"{run_dir} has no {RUN_CONFIG}: it is not a molgen run directory.")
+    return RunConfig(**json.loads(path.read_text()))
+
+
+def train(
+    data_path: Path,
+    run_dir: Path,
+    data_config: DataConfig,
+    model_settings: dict[str, Any],
+    train_config: TrainConfig,
+    preset: str = "small",
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Run the data step, train with Lightning, and write the model file and pictures.
+
+    Args:
+        data_path: Molecule file (csv/tsv/smi, optionally gzipped).
+        run_dir: Output directory (model.pt, metrics.csv, curves PNG, checkpoints, rejected.csv).
+        data_config: Data-step settings.
+        model_settings: ModelConfig fields except ``vocab_size``.
+        train_config: Optimisation settings.
+        preset: Name of the preset the settings came from (recorded).
+        resume: Continue from the last checkpoint in ``run_dir``.
+        progress: Show progress bars.
+
+    Returns:
+        The paths written and the training summary.
+    """
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, OnExceptionCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    run_dir = Path(run_dir)
+    ckpt_path: Path | None = None
+    if resume:
+        ckpt_path = _last_checkpoint(run_dir)
+        if ckpt_path is None:
+            raise MolgenError(f"nothing to resume in {run_dir}: it has no checkpoints.")
+    elif (run_dir / CHECKPOINT_DIR).exists() and any((run_dir / CHECKPOINT_DIR).iterdir()):
+        raise MolgenError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out."
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _quiet_lightning()
+    if train_config.tune_malloc:
+        tune_malloc()
+    pl.seed_everything(train_config.seed, workers=True, verbose=False)
+
+    trainer_kwargs: dict[str, Any] = dict(
+        accelerator=train_config.accelerator,
+        devices=_devices(train_config.devices),
+        num_nodes=train_config.num_nodes,
+        strategy=train_config.strategy,
+        precision=train_config.precision,
+    )
+    # Only the first process writes the data step's files; every process gets the same split.
+    is_zero = _global_rank() == 0
+    data_config.seed = train_config.seed
+    prepared = prepare_dataset(
+        data_path, data_config, out_dir=run_dir if is_zero else None, progress=progress and is_zero
+    )
+    model_config = ModelConfig(
+        vocab_size=len(prepared.vocab), max_length=data_config.max_length, **model_settings
+    )
+    if is_zero:
+        run_config = RunConfig(
+            data_path=str(data_path),
+            data=asdict(data_config),
+            model=model_config.to_dict(),
+            train=asdict(train_config),
+            preset=preset,
+        )
+        (run_dir / RUN_CONFIG).write_text(json.dumps(asdict(run_config), indent=2))
+
+    train_set = encode_smiles(
+        prepared.train, prepared.vocab, prepared.tokenizer_kind, data_config.max_length
+    )
+    valid_smiles = prepared.valid or prepared.train[: max(1, len(prepared.train) // 20)]
+    valid_set = encode_smiles(
+        valid_smiles, prepared.vocab, prepared.tokenizer_kind, data_config.max_length
+    )
+    loader_seed = torch.Generator().manual_seed(train_config.seed)
+    train_loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_size=train_config.batch_size,
+        shuffle=True,
+        generator=loader_seed,
+        collate_fn=_passthrough,
+    )
+    valid_loader = torch.utils.data.DataLoader(
+        valid_set, batch_size=train_config.batch_size, shuffle=False, collate_fn=_passthrough
+    )
+
+    module = VAEModule(model_config.to_dict(), asdict(train_config))
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    callbacks: list[Any] = [
+        ModelCheckpoint(
+            dirpath=ckpt_dir, filename="best", monitor="val_loss", save_top_k=1, save_last=True
+        ),
+        OnExceptionCheckpoint(dirpath=ckpt_dir, filename="interrupted"),
+        SaveAtEnd(ckpt_dir / "final.ckpt"),
+    ]
+    if train_config.early_stopping_patience > 0:
+        callbacks.append(
+            EarlyStopping(monitor="val_loss", patience=train_config.early_stopping_patience)
+        )
+    steps_per_epoch = max(1, math.ceil(len(train_set) / train_config.batch_size))
+    val_every = min(train_config.val_every_steps, steps_per_epoch)
+    trainer = pl.Trainer(
+        **trainer_kwargs,
+        max_epochs=train_config.epochs,
+        max_steps=train_config.max_steps,
+        max_time=parse_max_time(train_config.max_time),
+        gradient_clip_val=train_config.grad_clip or None,
+        # One CSV per (re)start under logs/; merged into RUN_DIR/metrics.csv at the end, because
+        # Lightning's CSV logger deletes an existing metrics file when a run restarts.
+        logger=CSVLogger(save_dir=str(run_dir), name="logs"),
+        callbacks=callbacks,
+        val_check_interval=val_every if val_every < steps_per_epoch else 1.0,
+        check_val_every_n_epoch=1,
+        limit_val_batches=train_config.val_batches,
+        log_every_n_steps=min(10, steps_per_epoch),
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(run_dir),
+    )
+    started = time.time()
+    trainer.fit(module, train_loader, valid_loader, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    wall = time.time() - started
+
+    metrics_path = merge_metrics(run_dir) if trainer.is_global_zero else run_dir / "metrics.csv"
+    model_path = run_dir / "model.pt"
+    curves_path: Path | None = None
+    summary = _summary(prepared, data_path, trainer, wall, train_set, resume)
+    if trainer.is_global_zero:
+        content = model_file_dict(
+            module.vae,
+            prepared.vocab.to_dict(),
+            prepared.tokenizer_kind,
+            asdict(data_config),
+            {**summary, "train_config": asdict(train_config), "preset": preset},
+        )
+        torch.save(content, model_path)
+        curves_path = plot_training_curves(
+            metrics_path, run_dir / "training_curves.png", module.vae.latent.concentration_name
+        )
+    return TrainResult(run_dir, model_path, metrics_path, curves_path, summary)
+
+
+def _quiet_lightning() -> None:
+    """Keep Lightning's info chatter (tips, device lines) and known-harmless warnings off screen."""
+    import logging
+    import warnings
+
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning.pytorch.trainer.connectors.checkpoint_connector",
+    ):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (
+        r".*LeafSpec.*",
+        r".*ckpt_path.*",
+        r".*does not have many workers.*",
+        r".*val_check_interval.*",
+        r".*exists and is not empty.*",
+        r".*ended before the epoch ended.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def _devices(value: str | int) -> int | str:
+    text = str(value)
+    return int(text) if text.isdigit() else text
+
+
+def _global_rank() -> int:
+    import os
+
+    for var in ("RANK", "GLOBAL_RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return 0
+
+
+def _summary(
+    prepared: PreparedData,
+    data_path: Path,
+    trainer: Any,
+    wall: float,
+    train_set: TokenDataset,
+    resumed: bool,
+) -> dict[str, Any]:
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    return {
+        "data_source": str(data_path),
+        "data_fingerprint": prepared.fingerprint,
+        "molecules_read": prepared.n_read,
+        "molecules_kept": prepared.n_kept,
+        "molecules_train": len(train_set),
+        "molecules_valid": len(prepared.valid),
+        "rejected": dict(prepared.rejected_counts),
+        "global_step": int(trainer.global_step),
+        "world_size": int(trainer.world_size),
+        "epochs_completed": int(trainer.current_epoch),
+        "wall_time_s": round(wall, 1),
+        "resumed": resumed,
+        "final_metrics": metrics,
+        "torch": str(torch.__version__),
+    }
+
+
+def merge_metrics(run_dir: Path) -> Path:
+    """Concatenate the metrics of every (re)start into ``RUN_DIR/metrics.csv``.
+
+    A restart resumes from its checkpoint's step, so rows an earlier start logged after that step
+    (work lost in the interruption) are replaced by the later start's rows.
+    """
+    import pandas as pd
+
+    frames: list[pd.DataFrame] = []
+    versions = sorted(
+        (run_dir / "logs").glob("version_*/metrics.csv"),
+        key=lambda p: int(p.parent.name.split("_")[1]),
+    )
+    for path in versions:
+        df = pd.read_csv(path)
+        if frames and len(df) and "step" in df:
+            start = df["step"].min()
+            frames = [f[f["step"] < start] for f in frames]
+        frames.append(df)
+    out = run_dir / "metrics.csv"
+    if frames:
+        pd.concat(frames, ignore_index=True).to_csv(out, index=False)
+    return out
+
+
+def plot_training_curves(
+    metrics_csv: Path, out_png: Path, concentration_name: str = "concentration"
+) -> Path | None:
+    """Draw loss, reconstruction, KL, concentration and beta against the step from metrics.csv."""
+    if not metrics_csv.exists():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.read_csv(metrics_csv)
+    panels = [
+        ("loss", ["train_loss", "val_loss"]),
+        ("reconstruction (nats)", ["train_reconstruction", "val_reconstruction"]),
+        ("KL (nats)", ["train_kl", "val_kl"]),
+        (f"mean {concentration_name} of q(z|x)", ["train_concentration"]),
+        ("token accuracy", ["train_token_accuracy", "val_token_accuracy"]),
+        ("KL weight beta", ["beta"]),
+    ]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    for ax, (title, cols) in zip(axes.ravel(), panels, strict=True):
+        for col in cols:
+            if col in df:
+                d = df[["step", col]].dropna()
+                ax.plot(
+                    d["step"],
+                    d[col],
+                    label=col,
+                    marker="o" if col.startswith("val") else None,
+                    markersize=3,
+                )
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
