@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Any, Optional  # noqa: F401  (Optional: the mnist command)
 
 import typer
 
@@ -44,39 +44,51 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=1)
 
 
-# ---- prepare (data pipeline) ------------------------------------------------------------------
-@app.command()
-def prepare(
-    data: Path | None = typer.Argument(
-        None, help="Molecule file (.csv/.tsv/.smi/.txt, optionally .gz). Default: MOSES train set."
+# ---- options shared by the commands that run the data step (prepare, train) -------------------
+DataArg = Annotated[
+    Path | None,
+    typer.Argument(
+        help="Molecule file (.csv/.tsv/.smi/.txt, optionally .gz). Default: MOSES train set."
     ),
-    smiles_column: str | None = typer.Option(
-        None, help="Column holding SMILES (default: a 'smiles' column, or the one that parses)."
+]
+SmilesColumnOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Column holding SMILES (default: a 'smiles' column, or the one that parses)."
     ),
-    sep: str | None = typer.Option(None, help="Delimiter: ',', ';' or tab (default: sniffed)."),
-    representation: str = typer.Option("smiles", help="Tokens: smiles or selfies."),
-    max_length: int = typer.Option(100, help="Drop molecules longer than this many tokens."),
-    no_stereo: bool = typer.Option(False, "--no-stereo", help="Remove stereochemistry."),
-    keep_fragments: bool = typer.Option(
-        False, "--keep-fragments", help="Keep all fragments (default: largest only, salts dropped)."
+]
+SepOpt = Annotated[str | None, typer.Option(help="Delimiter: ',', ';' or tab (default: sniffed).")]
+RepresentationOpt = Annotated[str, typer.Option(help="Tokens: smiles or selfies.")]
+MaxLengthOpt = Annotated[int, typer.Option(help="Drop molecules longer than this many tokens.")]
+NoStereoOpt = Annotated[bool, typer.Option("--no-stereo", help="Remove stereochemistry.")]
+KeepFragmentsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--keep-fragments", help="Keep all fragments (default: largest only, salts dropped)."
     ),
-    valid_fraction: float = typer.Option(0.05, help="Validation share (a count if > 1)."),
-    test_fraction: float = typer.Option(0.0, help="Test share (a count if > 1)."),
-    augment: int = typer.Option(0, help="Randomized SMILES added per training molecule."),
-    out: Path = typer.Option(Path("runs/prepared"), "--out", "-o", help="Output folder."),
-    seed: int = typer.Option(0, help="Seed of the split and the augmentation."),
-    jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes (0: all cores)."),
-    no_cache: bool = typer.Option(
-        False, "--no-cache", help="Redo the per-molecule checks even if a cached result exists."
-    ),
-) -> None:
-    """Validate, canonicalize and split a molecule file (no training).
+]
+ValidFractionOpt = Annotated[float, typer.Option(help="Validation share (a count if > 1).")]
+TestFractionOpt = Annotated[float, typer.Option(help="Test share (a count if > 1).")]
+AugmentOpt = Annotated[int, typer.Option(help="Randomized SMILES added per training molecule.")]
+JobsOpt = Annotated[int, typer.Option("--jobs", "-j", help="Worker processes (0: all cores).")]
 
-    Writes OUT/train.smi, valid.smi (test.smi), rejected.csv and vocab.json, and prints a summary.
-    """
-    from molgen.data import DEFAULT_DATA, DataConfig, format_summary, prepare_dataset
 
-    config = DataConfig(
+def _data_config(
+    smiles_column: str | None,
+    sep: str | None,
+    representation: str,
+    max_length: int,
+    no_stereo: bool,
+    keep_fragments: bool,
+    valid_fraction: float,
+    test_fraction: float,
+    seed: int,
+    augment: int,
+    jobs: int,
+) -> Any:
+    from molgen.data import DataConfig
+
+    return DataConfig(
         smiles_column=smiles_column,
         sep=sep,
         representation=representation,
@@ -88,6 +100,47 @@ def prepare(
         seed=seed,
         augment=augment,
         n_jobs=jobs,
+    )
+
+
+# ---- prepare (data pipeline) ------------------------------------------------------------------
+@app.command()
+def prepare(
+    data: DataArg = None,
+    smiles_column: SmilesColumnOpt = None,
+    sep: SepOpt = None,
+    representation: RepresentationOpt = "smiles",
+    max_length: MaxLengthOpt = 100,
+    no_stereo: NoStereoOpt = False,
+    keep_fragments: KeepFragmentsOpt = False,
+    valid_fraction: ValidFractionOpt = 0.05,
+    test_fraction: TestFractionOpt = 0.0,
+    augment: AugmentOpt = 0,
+    out: Path = typer.Option(Path("runs/prepared"), "--out", "-o", help="Output folder."),
+    seed: int = typer.Option(0, help="Seed of the split and the augmentation."),
+    jobs: JobsOpt = 0,
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Redo the per-molecule checks even if a cached result exists."
+    ),
+) -> None:
+    """Validate, canonicalize and split a molecule file (no training).
+
+    Writes OUT/train.smi, valid.smi (test.smi), rejected.csv and vocab.json, and prints a summary.
+    """
+    from molgen.data import DEFAULT_DATA, format_summary, prepare_dataset
+
+    config = _data_config(
+        smiles_column,
+        sep,
+        representation,
+        max_length,
+        no_stereo,
+        keep_fragments,
+        valid_fraction,
+        test_fraction,
+        seed,
+        augment,
+        jobs,
     )
     prepared = prepare_dataset(
         data or DEFAULT_DATA, config, out_dir=out, progress=True, cache=not no_cache
@@ -114,7 +167,7 @@ def train(
     ),
     latent: str | None = typer.Option(None, help=f"Latent family: {LATENTS} (default spcauchy)."),
     latent_dim: int | None = typer.Option(None, help="AMBIENT latent dimension (z on S^(d-1))."),
-    representation: str = typer.Option("smiles", help="smiles or selfies."),
+    representation: RepresentationOpt = "smiles",
     epochs: int | None = typer.Option(None, help="Maximum epochs."),
     max_steps: int | None = typer.Option(None, help="Maximum optimizer steps."),
     max_time: str | None = typer.Option(None, help="Wall-time limit, e.g. 30m, 1h, DD:HH:MM:SS."),
@@ -142,13 +195,15 @@ def train(
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in --out from its last checkpoint."
     ),
-    smiles_column: str | None = typer.Option(None, help="Column holding SMILES (auto-detected)."),
-    sep: str | None = typer.Option(None, help="Field separator (sniffed: comma, tab, semicolon)."),
-    max_length: int = typer.Option(100, help="Drop molecules longer than this many tokens."),
-    no_stereo: bool = typer.Option(False, "--no-stereo", help="Drop stereochemistry."),
-    keep_fragments: bool = typer.Option(False, "--keep-fragments", help="Keep salts/counter-ions."),
-    valid_fraction: float = typer.Option(0.05, help="Validation fraction (or count if > 1)."),
-    augment: int = typer.Option(0, help="Randomized SMILES added per training molecule."),
+    smiles_column: SmilesColumnOpt = None,
+    sep: SepOpt = None,
+    max_length: MaxLengthOpt = 100,
+    no_stereo: NoStereoOpt = False,
+    keep_fragments: KeepFragmentsOpt = False,
+    valid_fraction: ValidFractionOpt = 0.05,
+    test_fraction: TestFractionOpt = 0.0,
+    augment: AugmentOpt = 0,
+    jobs: JobsOpt = 0,
 ) -> None:
     """Train a VAE on a molecule file and write RUN_DIR/model.pt, metrics.csv and curves."""
     from molgen.data import DEFAULT_DATA, DataConfig
@@ -199,16 +254,18 @@ def train(
         preset = saved.preset
     else:
         data_path = data or DEFAULT_DATA
-        data_config = DataConfig(
-            smiles_column=smiles_column,
-            sep=sep,
-            representation=representation,
-            max_length=max_length,
-            largest_fragment=not keep_fragments,
-            stereo=not no_stereo,
-            valid_fraction=valid_fraction,
-            seed=seed,
-            augment=augment,
+        data_config = _data_config(
+            smiles_column,
+            sep,
+            representation,
+            max_length,
+            no_stereo,
+            keep_fragments,
+            valid_fraction,
+            test_fraction,
+            seed,
+            augment,
+            jobs,
         )
         model_settings, train_config = resolve_configs(preset, model_overrides, train_overrides)
     family = model_settings.get("latent", "spcauchy")
@@ -560,4 +617,4 @@ def main() -> None:
         sys.exit(130)
 
 
-__all__ = ["app", "main", "DATA_DIR", "Optional"]
+__all__ = ["app", "main", "DATA_DIR"]
