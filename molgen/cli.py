@@ -533,6 +533,9 @@ def mnist(
     ),
     batch_size: int = typer.Option(128, "--batch-size", help="Images per training step."),
     lr: float = typer.Option(3e-4, "--lr", help="AdamW learning rate."),
+    lr_warmup_steps: int = typer.Option(
+        250, "--lr-warmup-steps", help="Linear learning-rate ramp over the first steps."
+    ),
     train_subset: Optional[int] = typer.Option(  # noqa: UP045 - typer needs Optional here
         None, "--train-subset", help="Train on the first N training images only."
     ),
@@ -549,6 +552,9 @@ def mnist(
         None, "--data-dir", help="Folder with the four MNIST IDX files (default: bundled copy)."
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    threads: Optional[int] = typer.Option(  # noqa: UP045
+        None, "--threads", help="CPU threads for torch (1 is fastest on a crowded machine)."
+    ),
 ) -> None:
     """Train the image VAE on MNIST: the paper's sanity check of the latent layer."""
     from molgen.mnist import EpochStats, MnistConfig, ambient_dim, format_result, run_mnist
@@ -571,11 +577,13 @@ def mnist(
         seed=seed,
         batch_size=batch_size,
         lr=lr,
+        lr_warmup_steps=lr_warmup_steps,
         train_subset=train_subset,
         test_subset=test_subset,
         ll_samples=ll_samples,
         ll_images=ll_images,
         device=device,
+        threads=threads,
         data_dir=str(data_dir) if data_dir is not None else None,
         out=str(out),
     )
