@@ -1,4 +1,4 @@
-"""Entry point from a checkout: ``python cli.py --help`` runs the same app as the ``molgen`` script."""
+"""Entry point from a checkout: ``python cli.py --help`` runs the ``molgen`` script's app."""
 
 from molgen.cli import main
 
