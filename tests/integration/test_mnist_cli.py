@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from molgen.mnist import MNIST_FILES, load_mnist
 from tests.conftest import REPO, run_cli
@@ -29,6 +30,16 @@ RESULT_KEYS = {
     "history",
     "wall_seconds",
 }
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # These models are tiny: one thread is as fast on an idle machine and several times faster
+    # on a crowded one (threads wait for each other). Restored afterwards for other tests.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,16 @@ from molgen.mnist import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # These models are tiny: one thread is as fast on an idle machine and several times faster
+    # on a crowded one (threads wait for each other). Restored afterwards for other tests.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _idx_bytes(array: np.ndarray) -> bytes:
     array = np.asarray(array, dtype=np.uint8)
     header = bytes([0, 0, 0x08, array.ndim])
