@@ -536,10 +536,10 @@ def mnist(
     lr_warmup_steps: int = typer.Option(
         250, "--lr-warmup-steps", help="Linear learning-rate ramp over the first steps."
     ),
-    train_subset: Optional[int] = typer.Option(  # noqa: UP045 - typer needs Optional here
+    train_subset: int | None = typer.Option(
         None, "--train-subset", help="Train on the first N training images only."
     ),
-    test_subset: Optional[int] = typer.Option(  # noqa: UP045
+    test_subset: int | None = typer.Option(
         None, "--test-subset", help="Evaluate on the first N test images only."
     ),
     ll_samples: int = typer.Option(
@@ -548,11 +548,11 @@ def mnist(
     ll_images: int = typer.Option(
         500, "--ll-images", help="Test images for the log-likelihood estimate (0 skips it)."
     ),
-    data_dir: Optional[Path] = typer.Option(  # noqa: UP045
+    data_dir: Path | None = typer.Option(
         None, "--data-dir", help="Folder with the four MNIST IDX files (default: bundled copy)."
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    threads: Optional[int] = typer.Option(  # noqa: UP045
+    threads: int | None = typer.Option(
         None, "--threads", help="CPU threads for torch (1 is fastest on a crowded machine)."
     ),
 ) -> None:
@@ -560,10 +560,13 @@ def mnist(
     from molgen.mnist import EpochStats, MnistConfig, ambient_dim, format_result, run_mnist
 
     amb = ambient_dim(latent, dim)
-    typer.echo(f"MNIST VAE: latent {latent}, d={dim} (latent vector of {amb} entries)")
-    typer.echo("epoch  train -ELBO  test recon  test KL  test ELBO  concentration  lr       sec")
 
     def _show(s: EpochStats) -> None:
+        if s.epoch == 1:  # printed late so that a bad option or file gives only the error line
+            typer.echo(f"MNIST VAE: latent {latent}, d={dim} (latent vector of {amb} entries)")
+            typer.echo(
+                "epoch  train -ELBO  test recon  test KL  test ELBO  concentration  lr       sec"
+            )
         typer.echo(
             f"{s.epoch:5d}  {s.train_loss:11.2f}  {s.test_reconstruction:10.2f}  "
             f"{s.test_kl:7.2f}  {s.test_elbo:9.2f}  {s.mean_concentration:13.4g}  "
