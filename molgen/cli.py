@@ -361,11 +361,9 @@ def sample(
             f"sim {r['similarity']:.2f}" if around and r.get("similarity") != "" else f"#{i + 1}"
             for i, r in enumerate(first)
         ]
-        valid_first = [
-            (r["smiles"], lg) for r, lg in zip(first, legends, strict=True) if r["valid"]
-        ]
-        if valid_first:
-            draw_grid(*map(list, zip(*valid_first, strict=True)), image)
+        keep = [i for i, r in enumerate(first) if r["valid"]]
+        if keep:
+            draw_grid([first[i]["smiles"] for i in keep], [legends[i] for i in keep], image)
             typer.echo(f"grid -> {image}", err=output is None)
         else:
             typer.echo(
@@ -386,7 +384,7 @@ def interpolate(
     device: str = typer.Option("cpu", help="cpu, cuda or auto."),
 ) -> None:
     """Walk the great circle between two molecules and decode each point (greedy)."""
-    from molgen.sampling import draw_grid, fingerprint, load_model, tanimoto, write_rows
+    from molgen.sampling import draw_grid, interpolation_rows, load_model, write_rows
 
     if len(args) not in (2, 3):
         _fail(
@@ -395,26 +393,9 @@ def interpolate(
     model_path = Path(args[0]) if len(args) == 3 else None
     smiles_a, smiles_b = args[-2], args[-1]
     m = load_model(model_path, device=device)
-    ts, decoded = m.interpolate(smiles_a, smiles_b, steps)
-    fp_a, fp_b = fingerprint(smiles_a), fingerprint(smiles_b)
-    rows = []
-    for i, (t, s) in enumerate(zip(ts, decoded, strict=True)):
-        from molgen.data import canonicalize
-
-        canon = canonicalize(s, largest_fragment=False) if s else None
-        sa, sb = (tanimoto(fp_a, canon), tanimoto(fp_b, canon)) if canon else (None, None)
-        rows.append(
-            {
-                "step": i,
-                "t": round(t, 4),
-                "smiles": canon or s,
-                "valid": canon is not None,
-                "similarity_a": "" if sa is None else round(sa, 4),
-                "similarity_b": "" if sb is None else round(sb, 4),
-            }
-        )
+    rows = interpolation_rows(m, smiles_a, smiles_b, steps)
     write_rows(iter(rows), output)
-    n_valid = sum(r["valid"] for r in rows)
+    n_valid = sum(bool(r["valid"]) for r in rows)
     n_distinct = len({r["smiles"] for r in rows if r["valid"]})
     typer.echo(
         f"{n_valid}/{len(rows)} valid, {n_distinct} distinct molecules on the path"
@@ -423,7 +404,10 @@ def interpolate(
     )
     if image is not None:
         draw_grid(
-            [r["smiles"] for r in rows], [f"t={r['t']:.2f}" for r in rows], image, per_row=steps
+            [str(r["smiles"]) for r in rows],
+            [f"t={r['t']:.2f}" for r in rows],
+            image,
+            per_row=steps,
         )
         typer.echo(f"path -> {image}", err=output is None)
 

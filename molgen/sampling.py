@@ -236,6 +236,30 @@ class MolGenModel:
         return ts, self.decode(path, greedy=True)
 
 
+def interpolation_rows(
+    model: MolGenModel, smiles_a: str, smiles_b: str, steps: int = 10
+) -> list[dict[str, Any]]:
+    """Decode the path from a to b: per step the SMILES, validity and Tanimoto to a and to b."""
+    ts, decoded = model.interpolate(smiles_a, smiles_b, steps)
+    fp_a, fp_b = fingerprint(smiles_a), fingerprint(smiles_b)
+    rows = []
+    for i, (t, s) in enumerate(zip(ts, decoded, strict=True)):
+        canon = canonicalize(s, largest_fragment=False) if s else None
+        sa = tanimoto(fp_a, canon) if canon else None
+        sb = tanimoto(fp_b, canon) if canon else None
+        rows.append(
+            {
+                "step": i,
+                "t": round(t, 4),
+                "smiles": canon or s,
+                "valid": canon is not None,
+                "similarity_a": "" if sa is None else round(sa, 4),
+                "similarity_b": "" if sb is None else round(sb, 4),
+            }
+        )
+    return rows
+
+
 def _batches(n: int, batch_size: int, progress: bool, desc: str) -> Iterator[int]:
     sizes = [min(batch_size, n - s) for s in range(0, n, batch_size)]
     if progress:
