@@ -182,3 +182,26 @@ def test_foreign_dict_and_missing_file(tmp_path):
         read_model_file(tmp_path / "nope.pt")
     with pytest.raises(MolgenError, match="directory"):
         read_model_file(tmp_path)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_bigru_encoder_equals_packed_bidirectional_gru(layers):
+    from torch import nn
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    from molgen.model import BiGRUEncoder
+
+    torch.manual_seed(0)
+    enc = BiGRUEncoder(8, 16, layers)
+    ref = nn.GRU(8, 16, num_layers=layers, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for i in range(layers):
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(ref, f"{name}_l{i}").copy_(getattr(enc.forward_layers[i], f"{name}_l0"))
+                getattr(ref, f"{name}_l{i}_reverse").copy_(
+                    getattr(enc.backward_layers[i], f"{name}_l0")
+                )
+    x = torch.randn(5, 9, 8)
+    lengths = torch.tensor([9, 3, 1, 6, 7])
+    _, h = ref(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+    assert torch.allclose(enc(x, lengths), torch.cat([h[-2], h[-1]], -1), atol=1e-6)
