@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from molgen import metrics
+from molgen.data import DATA_DIR, DEFAULT_DATA, default_cache_dir
 from molgen.errors import MolgenError
 
 # ---- GuacaMol on today's libraries ---------------------------------------------------------
@@ -65,8 +66,7 @@ from guacamol.distribution_matching_generator import DistributionMatchingGenerat
 
 #: GuacaMol's standard sample count (its public ``assess_distribution_learning`` uses 10,000).
 GUACAMOL_STANDARD_SAMPLES = 10_000
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-MOSES_TRAIN = DATA_DIR / "moses" / "train.csv.gz"
+MOSES_TRAIN = DEFAULT_DATA
 _CACHE_FORMAT = 1
 
 
@@ -309,12 +309,6 @@ class EvaluateConfig:
     batch_size: int = 512
     cache_dir: str | None = None
     progress: bool = True
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/molgen`` (default ``~/.cache/molgen``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "molgen"
 
 
 def _cache_dir(config: EvaluateConfig) -> Path:

@@ -18,14 +18,13 @@ from rdkit import Chem, DataStructs, RDLogger
 from rdkit.Chem import rdFingerprintGenerator
 from torch import Tensor
 
-from molgen.data import DataConfig, canonicalize
+from molgen.data import DATA_DIR, DataConfig, canonicalize
 from molgen.distributions import SphericalCauchy
 from molgen.errors import MolgenError
 from molgen.latent import interpolate as latent_path
 from molgen.model import ModelConfig, MoleculeVAE, read_model_file
 from molgen.tokenizer import Vocabulary, get_tokenizer
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_MODEL = DATA_DIR / "pretrained" / "moses-spcauchy-small.pt"
 
 RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]  # decoded strings are often invalid: count them, do not spam
