@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -120,6 +121,12 @@ def row(name: str, report: dict[str, Any], summary: dict[str, Any]) -> dict[str,
     }
 
 
+def _rel(path: Path) -> str:
+    """A path relative to the checkout when inside it (what a reader can run)."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def _f(value: Any, digits: int = 3) -> str:
     if value is None:
         return "–"
@@ -131,6 +138,7 @@ def _f(value: Any, digits: int = 3) -> str:
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """One table: measured rows, then the published baselines."""
     head = (
+        "# Model quality on MOSES (`benchmarks/quality.py`)\n\n"
         "| model | validity | uniqueness | novelty | KL score | FCD score | FCD/Test | SNN | "
         "IntDiv | recon. exact | interp. valid | steps | train min |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
@@ -163,10 +171,10 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         if getattr(args, k) is not None
     )
     notes = [
-        f"Measured: `{' '.join(['python', 'benchmarks/quality.py', *sys.argv[1:]])}`.",
+        f"Measured: `{shlex.join(['python', 'benchmarks/quality.py', *sys.argv[1:]])}`.",
         f"Training: `molgen train --preset {args.preset} --seed {args.seed}` "
-        f"{budget or '(preset budget)'} on `{args.data}`; evaluation: "
-        f"`molgen evaluate -n {args.n} --reference {args.reference}`.",
+        f"{budget or '(preset budget)'} on `{_rel(args.data)}`; evaluation: "
+        f"`molgen evaluate -n {args.n} --reference {_rel(args.reference)}`.",
         "GuacaMol columns (validity ... FCD score) are guacamol 0.5.5's own benchmarks; "
         "FCD/Test, SNN and IntDiv are the MOSES definitions against the test set; recon. exact "
         "is greedy decoding of the posterior mean of 1,000 test molecules; interp. valid is the "

@@ -225,7 +225,7 @@ build_image() {
 # ---- runs -------------------------------------------------------------------------------------
 
 run_checks() {
-    local out rows t0
+    local out rows valid t0
     TMP_DIR="$(mktemp -d)"
     chmod 0777 "$TMP_DIR"  # the image runs as an unprivileged user
     # Runtime needs no network: every run is offline (--network none).
@@ -266,7 +266,9 @@ run_checks() {
         out="$("${run[@]}" "$IMAGE" sample -n 20)" || fail "docker run IMAGE sample -n 20 failed"
         rows=$(($(grep -c . <<<"$out") - 1))
         ((rows == 20)) || fail "sample -n 20 printed $rows rows, expected 20"
-        log "bundled model: $rows rows"
+        valid=$(grep -c ',True$' <<<"$out" || true)
+        ((valid >= 10)) || fail "only $valid of 20 molecules from the bundled model are valid"
+        log "bundled model: $rows rows, $valid valid; first: $(sed -n 2p <<<"$out")"
     else
         printf '\n*** SKIPPED: no bundled model yet (%s is not in the checkout) ***\n\n' \
             "$BUNDLED_MODEL"
