@@ -839,7 +839,7 @@ def _write_lines(path: Path, lines: Sequence[str]) -> None:
 
 def _write_rejected(path: Path, rejected: Sequence[tuple[int, str, int, str]]) -> None:
     with open(path, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh)
+        writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(["line", "smiles", "reason", "detail"])
         for line, raw, code, detail in rejected:
             writer.writerow([line, raw, REJECT_REASONS[code], detail])

@@ -401,7 +401,8 @@ def write_rows(rows: Iterator[dict[str, Any]], out: Path | None, keep_first: int
         writer = None
         for row in rows:
             if writer is None:
-                writer = csv.DictWriter(handle, fieldnames=list(row))
+                # "\n": plain Unix lines on stdout and in files (csv's default is "\r\n")
+                writer = csv.DictWriter(handle, fieldnames=list(row), lineterminator="\n")
                 writer.writeheader()
             writer.writerow(row)
             if len(first) < keep_first:

@@ -266,7 +266,7 @@ run_checks() {
         out="$("${run[@]}" "$IMAGE" sample -n 20)" || fail "docker run IMAGE sample -n 20 failed"
         rows=$(($(grep -c . <<<"$out") - 1))
         ((rows == 20)) || fail "sample -n 20 printed $rows rows, expected 20"
-        valid=$(grep -c ',True$' <<<"$out" || true)
+        valid=$(tr -d '\r' <<<"$out" | grep -c ',True$' || true)
         ((valid >= 10)) || fail "only $valid of 20 molecules from the bundled model are valid"
         log "bundled model: $rows rows, $valid valid; first: $(sed -n 2p <<<"$out")"
     else
