@@ -574,6 +574,20 @@ class _MoebiusSample(torch.autograd.Function):
 # --------------------------------------------------------------------------------------------------
 
 
+def _expand_loc_scale(dist: Any, cls: type, batch_shape: Any, instance: Any) -> Any:
+    """``expand`` of a (loc, scale) family: broadcast both, keep the validation flag."""
+    new = dist._get_checked_instance(cls, instance)
+    batch_shape = torch.Size(batch_shape)
+    cls.__init__(  # type: ignore[misc]
+        new,
+        dist.loc.expand(batch_shape + dist.event_shape),
+        dist.scale.expand(batch_shape),
+        validate_args=False,
+    )
+    new._validate_args = dist._validate_args
+    return new
+
+
 class HypersphericalUniform(Distribution):
     """Uniform distribution on S^{dim-1}; ``dim`` is the AMBIENT dimension (dim entries a sample).
 
@@ -1039,16 +1053,7 @@ class VonMisesFisher(Distribution):
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> VonMisesFisher:
         """Same distribution broadcast to a new batch shape."""
-        new = self._get_checked_instance(VonMisesFisher, _instance)
-        batch_shape = torch.Size(batch_shape)
-        VonMisesFisher.__init__(
-            new,
-            self.loc.expand(batch_shape + self.event_shape),
-            self.scale.expand(batch_shape),
-            validate_args=False,
-        )
-        new._validate_args = self._validate_args
-        return new
+        return _expand_loc_scale(self, VonMisesFisher, batch_shape, _instance)
 
     def _sample_w(self, shape: torch.Size) -> tuple[Tensor, Tensor]:
         """(w, sqrt(1 - w^2)) of shape ``shape`` (sample + batch), in the work dtype."""
@@ -1169,16 +1174,7 @@ class PowerSpherical(_ps.PowerSpherical):
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> PowerSpherical:
         """Same distribution broadcast to a new batch shape."""
-        new = self._get_checked_instance(PowerSpherical, _instance)
-        batch_shape = torch.Size(batch_shape)
-        PowerSpherical.__init__(
-            new,
-            self.loc.expand(batch_shape + self.event_shape),
-            self.scale.expand(batch_shape),
-            validate_args=False,
-        )
-        new._validate_args = self._validate_args
-        return new
+        return _expand_loc_scale(self, PowerSpherical, batch_shape, _instance)
 
     def rsample(self, sample_shape: Any = torch.Size()) -> Tensor:
         """The package's reparameterized sample, renormalised.

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from molgen.data import DataConfig, PreparedData, prepare_dataset
+from molgen.data import DATA_DIR, DataConfig, PreparedData, prepare_dataset
 from molgen.errors import MolgenError
 from molgen.model import ModelConfig, MoleculeVAE, model_file_dict
 from molgen.tokenizer import Vocabulary, get_tokenizer
@@ -545,8 +545,6 @@ def _summary(
     resumed: bool,
     batch_size: int,
 ) -> dict[str, Any]:
-    from molgen.data import DATA_DIR
-
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     # Lightning counts an epoch cut short by --max-time as finished: count molecules seen instead.
     seen = trainer.global_step * trainer.world_size * batch_size
