@@ -533,14 +533,18 @@ class _MoebiusSample(torch.autograd.Function):
         p = torch.linalg.vecdot(g, loc).unsqueeze(-1)
         one_m_rho2 = torch.addcmul(om, om, rho)  # (1 - rho)(1 + rho)
         c_mu = 2 * rho * torch.addcmul(r, rho, p)
-        z = torch.addcmul(c_mu * loc, g, one_m_rho2)
-        q = torch.rsqrt(
-            torch.linalg.vecdot(z, z).unsqueeze(-1).clamp_min(torch.finfo(z.dtype).tiny)
+        # In-place updates and a fused norm: at large d every (batch, d) pass costs memory
+        # traffic, and each fresh (batch, d) result costs more than an update in place.
+        z = (c_mu * loc).addcmul_(g, one_m_rho2)
+        q = (
+            torch.linalg.vector_norm(z, dim=-1, keepdim=True)
+            .clamp_min(torch.finfo(z.dtype).tiny)
+            .reciprocal_()
         )
         ctx.save_for_backward(g, loc, rho, om, r, p, q, one_m_rho2)
         ctx.is_logit = is_logit
         ctx.shapes = (loc.shape, x.shape)
-        return z * q
+        return z.mul_(q)
 
     @staticmethod
     @once_differentiable
@@ -557,7 +561,7 @@ class _MoebiusSample(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             # dy = rho (1 + a) dmu - 2 a rho w (v . dmu) v
             k = -2 * a * rho * w * v_gy
-            g_loc = torch.addcmul(torch.addcmul(rho * one_pa * gy, g, k / r), loc, k * rho)
+            g_loc = ((rho * one_pa) * gy).addcmul_(g, k / r).addcmul_(loc, k * rho)
             g_loc = g_loc.sum_to_size(loc_shape)
         if ctx.needs_input_grad[2]:
             # dy/drho = (1 + a) mu - 2 w (rho + a (v . mu)) v,  v . mu = p / r + rho

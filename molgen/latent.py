@@ -172,7 +172,7 @@ class _Normalize(torch.autograd.Function):
         inv = (
             torch.linalg.vector_norm(x, dim=-1, keepdim=True)
             .clamp_min(torch.finfo(x.dtype).tiny)
-            .reciprocal()
+            .reciprocal_()
         )
         y = x * inv
         ctx.save_for_backward(y, inv)
@@ -183,7 +183,7 @@ class _Normalize(torch.autograd.Function):
     def backward(ctx: Any, gy: Tensor) -> Tensor:  # type: ignore[override]
         y, inv = ctx.saved_tensors
         # (I - y y^T) gy / |x|
-        return torch.addcmul(gy, y, -torch.linalg.vecdot(y, gy).unsqueeze(-1)) * inv
+        return torch.addcmul(gy, y, -torch.linalg.vecdot(y, gy).unsqueeze(-1)).mul_(inv)
 
 
 def _unit(x: Tensor) -> Tensor:
