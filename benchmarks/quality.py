@@ -117,7 +117,8 @@ def row(name: str, report: dict[str, Any], summary: dict[str, Any]) -> dict[str,
         "recon": model.get("reconstruction_exact"),
         "interp_valid": model.get("interpolation_valid"),
         "steps": summary.get("global_step"),
-        "wall_min": (summary.get("wall_time_s") or 0) / 60 or None,
+        "wall_min": (summary.get("training_time_s") or summary.get("wall_time_s") or 0) / 60
+        or None,
     }
 
 

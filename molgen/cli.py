@@ -275,9 +275,13 @@ def train(
     )
     if result.curves_path is None and not result.model_path.exists():
         return  # a non-zero DDP rank: rank 0 reports
-    final = result.summary["final_metrics"]
+    summary = result.summary
+    final = summary["final_metrics"]
+    took = f"{summary['wall_time_s']:.0f} s"
+    if summary["resumed"]:
+        took += f" ({summary['training_time_s']:.0f} s over all starts)"
     typer.echo(
-        f"Done in {result.summary['wall_time_s']:.0f} s, {result.summary['global_step']} steps; "
+        f"Done in {took}, {summary['global_step']} steps; "
         + ", ".join(f"{k}={v:.4g}" for k, v in sorted(final.items()) if k.startswith("val_"))
     )
     typer.echo(f"  model:    {result.model_path}")

@@ -319,6 +319,35 @@ class SaveAtEnd(pl.Callback):
         trainer.save_checkpoint(self.path)
 
 
+class TrainingClock(pl.Callback):
+    """Training wall time summed over every (re)start.
+
+    Its state travels in the checkpoints, so a run continued with ``--resume`` reports its whole
+    training time, not only the last start's.
+    """
+
+    def __init__(self) -> None:
+        self.before_s = 0.0
+        self._started: float | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Start this (re)start's clock."""
+        self._started = time.time()
+
+    def elapsed_s(self) -> float:
+        """Seconds of training so far, earlier starts included."""
+        now = time.time() - self._started if self._started is not None else 0.0
+        return self.before_s + now
+
+    def state_dict(self) -> dict[str, float]:
+        """Saved into every checkpoint."""
+        return {"elapsed_s": self.elapsed_s()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restored on resume (checkpoints written before this callback existed have none)."""
+        self.before_s = float(state_dict.get("elapsed_s", 0.0))
+
+
 # ---- the run -------------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
@@ -443,12 +472,14 @@ def train(
 
     module = VAEModule(model_config.to_dict(), asdict(train_config))
     ckpt_dir = run_dir / CHECKPOINT_DIR
+    clock = TrainingClock()
     callbacks: list[Any] = [
         ModelCheckpoint(
             dirpath=ckpt_dir, filename="best", monitor="val_loss", save_top_k=1, save_last=True
         ),
         OnExceptionCheckpoint(dirpath=ckpt_dir, filename="interrupted"),
         SaveAtEnd(ckpt_dir / "final.ckpt"),
+        clock,
     ]
     if train_config.early_stopping_patience > 0:
         callbacks.append(
@@ -485,6 +516,7 @@ def train(
     summary = _summary(
         prepared, data_path, trainer, wall, train_set, resume, train_config.batch_size
     )
+    summary["training_time_s"] = round(clock.elapsed_s(), 1)
     if trainer.is_global_zero:
         content = model_file_dict(
             module.vae,
@@ -562,7 +594,7 @@ def _summary(
         "global_step": int(trainer.global_step),
         "world_size": int(trainer.world_size),
         "epochs": round(seen / max(len(train_set), 1), 3) if seen else None,
-        "wall_time_s": round(wall, 1),
+        "wall_time_s": round(wall, 1),  # this start only; training_time_s sums all starts
         "resumed": resumed,
         "final_metrics": metrics,
         "torch": str(torch.__version__),

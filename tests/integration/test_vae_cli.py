@@ -157,10 +157,17 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     out = tmp_path / "run"
     _train(out, "--max-steps", "12")
     first = pd.read_csv(out / "metrics.csv")
+    final = torch.load(out / "checkpoints" / "final.ckpt", weights_only=False)  # our own file
+    restored = final["callbacks"]["TrainingClock"]["elapsed_s"]
+    assert restored > 0
     r = run_cli("train", "--out", out, "--resume", "--max-steps", "24")
     assert r.code == 0, r.stderr[-2000:]
+    assert "over all starts" in r.stdout
     content = torch.load(out / "model.pt", weights_only=True)
-    assert content["training"]["global_step"] == 24 and content["training"]["resumed"]
+    summary = content["training"]
+    assert summary["global_step"] == 24 and summary["resumed"]
+    # the training time carries over the restart: the first start's time plus this one's
+    assert summary["training_time_s"] > restored
     merged = pd.read_csv(out / "metrics.csv")
     assert merged["step"].max() > first["step"].max()
     assert merged["step"].min() == first["step"].min()  # the first start's rows were kept
