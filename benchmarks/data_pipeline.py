@@ -84,7 +84,7 @@ def stage_costs(path: Path, sample: int, representation: str) -> list[tuple[str,
     ]
 
 
-def rdkit_floor(path: Path, sample: int, n_rows: int, jobs: int) -> str:
+def rdkit_floor(values: list[str], sample: int, jobs: int) -> str:
     """Best-of-3 per-molecule cost of RDKit's own steps, and the wall time they imply.
 
     The lower bound any pipeline that validates and canonicalizes with RDKit meets on ``jobs``
@@ -94,7 +94,7 @@ def rdkit_floor(path: Path, sample: int, n_rows: int, jobs: int) -> str:
     """
     from rdkit import Chem, rdBase
 
-    values, _ = read_smiles_file(path)
+    n_rows = len(values)
     values = [v.strip() for v in values[:sample]]
 
     def best(fn: Any) -> tuple[float, Any]:
@@ -169,8 +169,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.floor_only:
         jobs = _resolve_jobs(args.jobs)
-        n_rows = len(read_smiles_file(args.data)[0])
-        table = rdkit_floor(args.data, args.sample, n_rows, jobs)
+        table = rdkit_floor(read_smiles_file(args.data)[0], args.sample, jobs)
         table += f"\nLoad average (1/5/15 min) after: {_loadavg()}\n"
         print(table)
         if args.output:

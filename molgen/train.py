@@ -514,9 +514,8 @@ def train(
     model_path = run_dir / "model.pt"
     curves_path: Path | None = None
     summary = _summary(
-        prepared, data_path, trainer, wall, train_set, resume, train_config.batch_size
+        prepared, data_path, trainer, wall, clock, train_set, resume, train_config.batch_size
     )
-    summary["training_time_s"] = round(clock.elapsed_s(), 1)
     if trainer.is_global_zero:
         content = model_file_dict(
             module.vae,
@@ -573,6 +572,7 @@ def _summary(
     data_path: Path,
     trainer: Any,
     wall: float,
+    clock: TrainingClock,
     train_set: TokenDataset,
     resumed: bool,
     batch_size: int,
@@ -594,7 +594,8 @@ def _summary(
         "global_step": int(trainer.global_step),
         "world_size": int(trainer.world_size),
         "epochs": round(seen / max(len(train_set), 1), 3) if seen else None,
-        "wall_time_s": round(wall, 1),  # this start only; training_time_s sums all starts
+        "wall_time_s": round(wall, 1),  # this start only
+        "training_time_s": round(clock.elapsed_s(), 1),  # every start summed
         "resumed": resumed,
         "final_metrics": metrics,
         "torch": str(torch.__version__),
