@@ -57,6 +57,24 @@ _SNIFF_SEPS = (",", "\t", ";")
 _CHUNK_SIZE = 2000
 _MIN_ROWS_FOR_POOL = 10_000
 
+# Size bounds on user SMILES, checked before RDKit sees a string. RDKit's canonical SMILES writer
+# (Canon::dfsBuildStack) recurses once per atom along a chain: on a 8 MiB stack `"C" * 19000`
+# crashes the process with a segmentation fault (18,000 atoms still pass; ~450 bytes of stack per
+# atom), and the work grows about quadratically (10,000 atoms: 3 s). Parsing is iterative, but
+# its ring perception is super-linear on fused or dense ring systems (5,000 characters: ~1 s).
+# Measured (tests/integration/test_hostile.py documents the numbers): at the bounds below every
+# shape tried (chains, nested branches, fused aromatics, dense ring closures, dot-separated
+# fragments) parses within a 256 KiB stack and canonicalizes within 512 KiB, in under 0.15 s;
+# that is 16x below the default 8 MiB stack. Drug-like molecules have well under 200 heavy atoms
+# and 300 characters.
+#: Longest SMILES string read, in characters (longer lines are rejected as "too long").
+MAX_SMILES_CHARS = 2000
+#: Most heavy atoms in a molecule (checked after parsing, before any canonicalization).
+MAX_ATOMS = 1000
+#: The largest ``max_atoms`` a :class:`DataConfig` may ask for (canonicalization needs ~450 bytes
+#: of stack per atom: 5,000 atoms stay at 2.2 MiB of the default 8 MiB).
+ATOMS_LIMIT = 5000
+
 
 @dataclass
 class DataConfig:
@@ -74,6 +92,8 @@ class DataConfig:
         seed: Seed of the split and of the augmentation.
         augment: Randomized (non-canonical) SMILES added per training molecule.
         n_jobs: Worker processes; 0 means all available cores.
+        max_chars: Longest SMILES line read, in characters; longer lines are rejected unparsed.
+        max_atoms: Most heavy atoms per molecule (at most :data:`ATOMS_LIMIT`).
     """
 
     smiles_column: str | None = None
@@ -87,6 +107,8 @@ class DataConfig:
     seed: int = 0
     augment: int = 0
     n_jobs: int = 0
+    max_chars: int = MAX_SMILES_CHARS
+    max_atoms: int = MAX_ATOMS
 
     def validate(self) -> None:
         """Check the option values.
@@ -111,6 +133,13 @@ class DataConfig:
             raise MolgenError(f"--augment must be 0 or more, not {self.augment}")
         if int(self.n_jobs) < 0:
             raise MolgenError(f"--jobs must be 0 (all cores) or more, not {self.n_jobs}")
+        if int(self.max_chars) < 1:
+            raise MolgenError(f"--max-chars must be at least 1, not {self.max_chars}")
+        if not 1 <= int(self.max_atoms) <= ATOMS_LIMIT:
+            raise MolgenError(
+                f"max_atoms must be between 1 and {ATOMS_LIMIT} (RDKit's stack), "
+                f"not {self.max_atoms}"
+            )
         normalize_sep(self.sep)
 
 
@@ -184,6 +213,54 @@ class PreparedData:
 # ---------------------------------------------------------------------------------------------
 
 
+def smiles_size_problem(text: str, max_chars: int | None = None) -> str | None:
+    """Why a SMILES string is too long to be parsed safely, or None when it is not.
+
+    Args:
+        text: The SMILES (surrounding whitespace is not counted).
+        max_chars: Bound in characters (default :data:`MAX_SMILES_CHARS`).
+
+    Returns:
+        ``"N characters > BOUND"``, or None.
+    """
+    bound = MAX_SMILES_CHARS if max_chars is None else int(max_chars)
+    n = len(text.strip()) if isinstance(text, str) else 0
+    return f"{n} characters > {bound}" if n > bound else None
+
+
+def atoms_problem(mol: Any, max_atoms: int | None = None) -> str | None:
+    """Why a parsed molecule is too large to canonicalize safely (``"N atoms > BOUND"``) or None."""
+    bound = MAX_ATOMS if max_atoms is None else int(max_atoms)
+    n = mol.GetNumAtoms()
+    return f"{n} atoms > {bound}" if n > bound else None
+
+
+def parse_smiles(
+    smiles: str, max_chars: int | None = None, max_atoms: int | None = None
+) -> Any | None:
+    """Parse a SMILES with RDKit within the size bounds (the one safe way to read user strings).
+
+    Args:
+        smiles: Input SMILES (surrounding whitespace is ignored).
+        max_chars: Longest string parsed (default :data:`MAX_SMILES_CHARS`).
+        max_atoms: Most heavy atoms kept (default :data:`MAX_ATOMS`).
+
+    Returns:
+        The sanitized RDKit molecule, or None when the string is empty, longer than ``max_chars``,
+        does not parse, has no atom, or has more than ``max_atoms`` atoms.
+    """
+    from rdkit import Chem, rdBase
+
+    text = smiles.strip() if isinstance(smiles, str) else ""
+    if not text or smiles_size_problem(text, max_chars):
+        return None
+    with rdBase.BlockLogs():
+        mol = Chem.MolFromSmiles(text)
+    if mol is None or mol.GetNumAtoms() == 0 or atoms_problem(mol, max_atoms):
+        return None
+    return mol
+
+
 def canonicalize(smiles: str, largest_fragment: bool = True, stereo: bool = True) -> str | None:
     """RDKit canonical SMILES of a molecule.
 
@@ -193,18 +270,16 @@ def canonicalize(smiles: str, largest_fragment: bool = True, stereo: bool = True
         stereo: Keep stereochemistry (isotopes and charges are always kept).
 
     Returns:
-        The canonical SMILES, or ``None`` if the input is empty or does not parse.
+        The canonical SMILES, or ``None`` if the input is empty, does not parse, or is beyond the
+        size bounds (:data:`MAX_SMILES_CHARS`, :data:`MAX_ATOMS`; see :func:`parse_smiles`).
     """
-    from rdkit import Chem, rdBase
+    from rdkit import rdBase
 
-    text = (smiles or "").strip()
-    if not text:
+    mol = parse_smiles(smiles)
+    if mol is None:
         return None
     with rdBase.BlockLogs():
-        mol = Chem.MolFromSmiles(text)
-        if mol is None or mol.GetNumAtoms() == 0:
-            return None
-        return _canonical_from_mol(mol, text, largest_fragment, stereo)
+        return _canonical_from_mol(mol, smiles.strip(), largest_fragment, stereo)
 
 
 def _canonical_from_mol(mol: Any, text: str, largest_fragment: bool, stereo: bool) -> str:
@@ -242,12 +317,14 @@ def randomize_smiles(smiles: str, rng: random.Random | np.random.Generator) -> s
     Raises:
         MolgenError: If ``smiles`` does not parse.
     """
-    from rdkit import Chem, rdBase
-
-    with rdBase.BlockLogs():
-        mol = Chem.MolFromSmiles(smiles)
-    if mol is None or mol.GetNumAtoms() == 0:
-        raise MolgenError(f"cannot randomize {smiles!r}: RDKit cannot parse it")
+    problem = smiles_size_problem(smiles)
+    if problem:
+        raise MolgenError(f"cannot randomize a SMILES of {problem} (too long to parse)")
+    mol = parse_smiles(smiles)
+    if mol is None:
+        raise MolgenError(
+            f"cannot randomize {smiles!r}: RDKit cannot parse it (or it has over {MAX_ATOMS} atoms)"
+        )
     return _random_smiles_from_mol(mol, rng)
 
 
@@ -360,14 +437,7 @@ def _looks_like_smiles_name(name: str) -> bool:
 
 
 def _parses(text: str) -> bool:
-    from rdkit import Chem, rdBase
-
-    text = (text or "").strip()
-    if not text:
-        return False
-    with rdBase.BlockLogs():
-        mol = Chem.MolFromSmiles(text)
-    return mol is not None and mol.GetNumAtoms() > 0
+    return parse_smiles(text) is not None
 
 
 def _sniff_sep(text: str) -> str:
@@ -618,6 +688,8 @@ class _Settings:
     largest_fragment: bool
     stereo: bool
     vocab_tokens: frozenset[str] | None
+    max_chars: int = MAX_SMILES_CHARS
+    max_atoms: int = MAX_ATOMS
 
 
 @dataclass
@@ -635,9 +707,13 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _worker_init() -> None:
+    import signal
+
     from rdkit import RDLogger
 
     RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
+    # Ctrl-C is the parent's to handle (it stops the pool): no traceback from every worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _process_chunk(task: tuple[Sequence[str], _Settings]) -> _ChunkResult:
@@ -658,10 +734,18 @@ def _process_chunk(task: tuple[Sequence[str], _Settings]) -> _ChunkResult:
         if not text:
             codes[j] = 0  # EMPTY
             continue
+        if len(text) > st.max_chars:  # before RDKit: see MAX_SMILES_CHARS
+            codes[j] = 3  # TOO_LONG
+            details[j] = f"{len(text)} characters > {st.max_chars}"
+            continue
         try:
             mol = Chem.MolFromSmiles(text)
             if mol is None or mol.GetNumAtoms() == 0:
                 codes[j] = 1  # UNPARSEABLE
+                continue
+            if mol.GetNumAtoms() > st.max_atoms:  # before canonicalizing: see MAX_ATOMS
+                codes[j] = 3  # TOO_LONG
+                details[j] = f"{mol.GetNumAtoms()} atoms > {st.max_atoms}"
                 continue
             can = _canonical_from_mol(mol, text, st.largest_fragment, st.stereo)
         except Exception as exc:  # an RDKit exception on one odd row must not stop the run
@@ -819,7 +903,25 @@ def _length_stats(lengths: np.ndarray) -> dict[str, int]:
     }
 
 
-def _check_out_dir(out_dir: Path) -> None:
+#: Files the data step writes into its output folder.
+OUTPUT_FILES = (
+    "train.smi",
+    "valid.smi",
+    "test.smi",
+    "rejected.csv",
+    "vocab.json",
+    "data_summary.json",
+)
+
+
+def _check_out_dir(out_dir: Path, inputs: Sequence[Path] = ()) -> None:
+    """Check (before any work) that the data step can write its files into ``out_dir``.
+
+    None of them may be one of the ``inputs`` (``prepare data/train.smi --out data`` would
+    overwrite its own input) or an existing folder; the folder is created if needed.
+    """
+    from molgen.outputs import check_output_path
+
     if out_dir.exists() and not out_dir.is_dir():
         raise MolgenError(f"--out {out_dir} is a file; give a folder for the prepared data")
     try:
@@ -828,17 +930,30 @@ def _check_out_dir(out_dir: Path) -> None:
         raise MolgenError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
     if not os.access(out_dir, os.W_OK):
         raise MolgenError(f"cannot write to output folder {out_dir}: permission denied")
+    for name in OUTPUT_FILES:
+        check_output_path(out_dir / name, "--out", inputs=inputs)
+
+
+def _write_text(path: Path, text: str) -> None:
+    from molgen.outputs import atomic_output
+
+    with atomic_output(path, newline="\n") as fh:
+        fh.write(text)
 
 
 def _write_lines(path: Path, lines: Sequence[str]) -> None:
-    with open(path, "w", encoding="utf-8", newline="\n") as fh:
+    from molgen.outputs import atomic_output
+
+    with atomic_output(path, newline="\n") as fh:
         if lines:
             fh.write("\n".join(lines))
             fh.write("\n")
 
 
 def _write_rejected(path: Path, rejected: Sequence[tuple[int, str, int, str]]) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as fh:
+    from molgen.outputs import atomic_output
+
+    with atomic_output(path, newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(["line", "smiles", "reason", "detail"])
         for line, raw, code, detail in rejected:
@@ -855,6 +970,13 @@ class _RowState:
     lengths: np.ndarray  # token length of each kept molecule
     rejected: list[tuple[int, str, int, str]]  # (line, original text, reason code, detail)
     tokens: set[str]  # tokens of the kept molecules
+
+
+def _shown(value: Any, max_chars: int) -> str:
+    """A rejected row's text for rejected.csv: as read, cut after 200 characters when too long."""
+    if not isinstance(value, str):
+        return ""
+    return value if len(value) <= max_chars else f"{value[:200]}... ({len(value)} characters)"
 
 
 def _check_rows(table: _Table, settings: _Settings, n_jobs: int, progress: bool) -> _RowState:
@@ -900,7 +1022,7 @@ def _check_rows(table: _Table, settings: _Settings, n_jobs: int, progress: bool)
     status = np.frombuffer(bytes(codes), dtype=np.uint8)
     kept_idx = np.flatnonzero(status == _KEPT)
     rejected = [
-        (lines[i], values[i] if isinstance(values[i], str) else "", codes[i], details.get(i, ""))
+        (lines[i], _shown(values[i], settings.max_chars), codes[i], details.get(i, ""))
         for i in np.flatnonzero(status != _KEPT).tolist()
     ]
     return _RowState(
@@ -946,6 +1068,8 @@ def _cache_file(folder: Path, fingerprint: str, config: DataConfig, settings: _S
         "max_length": settings.max_length,
         "largest_fragment": settings.largest_fragment,
         "stereo": settings.stereo,
+        "max_chars": settings.max_chars,
+        "max_atoms": settings.max_atoms,
         "vocab": sorted(settings.vocab_tokens) if settings.vocab_tokens is not None else None,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -1067,15 +1191,17 @@ def prepare_dataset(
     config.validate()
     kind = config.representation.lower()
     out = Path(out_dir).expanduser() if out_dir is not None else None
-    if out is not None:
-        _check_out_dir(out)
     source = Path(path).expanduser()
+    if out is not None:
+        _check_out_dir(out, inputs=[source])
     settings = _Settings(
         kind=kind,
         max_length=int(config.max_length),
         largest_fragment=bool(config.largest_fragment),
         stereo=bool(config.stereo),
         vocab_tokens=frozenset(vocab.tokens) if vocab is not None else None,
+        max_chars=int(config.max_chars),
+        max_atoms=int(config.max_atoms),
     )
 
     cache_path: Path | None = None
@@ -1176,11 +1302,11 @@ def _write_outputs(prepared: PreparedData, out: Path) -> None:
     files["rejected"] = out / "rejected.csv"  # written earlier, before any "no molecules" error
     files["vocab"] = out / "vocab.json"
     vocab_doc = {"tokenizer": prepared.tokenizer_kind, **prepared.vocab.to_dict()}
-    files["vocab"].write_text(json.dumps(vocab_doc, indent=1) + "\n", encoding="utf-8")
+    _write_text(files["vocab"], json.dumps(vocab_doc, indent=1) + "\n")
     files["summary"] = out / "data_summary.json"
     prepared.files = {k: str(v) for k, v in files.items()}
     doc = {**prepared.summary(), "config": prepared.config, "files": prepared.files}
-    files["summary"].write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    _write_text(files["summary"], json.dumps(doc, indent=1) + "\n")
 
 
 def format_summary(prepared: PreparedData) -> str:

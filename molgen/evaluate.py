@@ -8,7 +8,10 @@ What is computed (see ``molgen.metrics`` for the MOSES definitions):
   computed once per reference file and cached, keyed by the file's SHA-256 and the settings.
 * GuacaMol's five distribution-learning benchmarks, run by the ``guacamol`` package's own
   benchmark classes on a GuacaMol ``DistributionMatchingGenerator``.
-* For a model: reconstruction accuracy, prior validity at temperature 1, interpolation quality.
+* For a model: reconstruction accuracy, prior validity at temperature 1, interpolation quality,
+  and the sampler's figures: validity when a code whose string is invalid is decoded again (up
+  to a retry limit) and decodings per molecule. ``validity`` itself is always the single-pass
+  decoder's, comparable with MOSES and GuacaMol tables.
 
 The samples come from a model (:class:`MolgenGenerator`) or from a file (:class:`ListGenerator`).
 """
@@ -32,6 +35,7 @@ import numpy as np
 from molgen import metrics
 from molgen.data import DATA_DIR, DEFAULT_DATA, default_cache_dir
 from molgen.errors import MolgenError
+from molgen.outputs import atomic_output, atomic_path
 
 # ---- GuacaMol on today's libraries ---------------------------------------------------------
 #: fcd 1.2.2 ships this ChemNet file; guacamol 0.5.5 defaults to fcd 1.1's ``.h5`` name.
@@ -77,31 +81,70 @@ class MolgenGenerator(DistributionMatchingGenerator):
     ``(seed, i)``, so a run is reproducible and repeated calls (GuacaMol tops up invalid or
     duplicate molecules by calling again) do not repeat molecules.
 
+    With ``max_retries=None`` (the default) it is the single-pass decoder: each prior code is
+    decoded once and the raw string handed out, valid or not, which is what MOSES and GuacaMol
+    tables report. With ``max_retries=K`` it is ``molgen sample``'s sampler: a code whose string
+    is invalid is decoded again up to K times, and only codes given up hand out an invalid string.
+
     Example:
         >>> from guacamol.assess_distribution_learning import assess_distribution_learning
         >>> assess_distribution_learning(MolgenGenerator(load_model(path)), "chembl_train.smi")
     """
 
     def __init__(
-        self, model: Any, seed: int = 0, temperature: float = 1.0, batch_size: int = 512
+        self,
+        model: Any,
+        seed: int = 0,
+        temperature: float = 1.0,
+        batch_size: int = 512,
+        max_retries: int | None = None,
     ) -> None:
         self.model = model
         self.seed = seed
         self.temperature = temperature
         self.batch_size = batch_size
+        self.max_retries = max_retries
         self.calls = 0
 
-    def generate(self, number_samples: int) -> list[str]:
-        """Sample ``number_samples`` raw decoded strings (possibly invalid) from the prior."""
+    @property
+    def description(self) -> str:
+        """Which generator this is, in words (for reports)."""
+        if self.max_retries is None:
+            return "single-pass decoder (each prior code decoded once, invalid strings kept)"
+        return f"sampler with up to {self.max_retries} retries per code (molgen sample's)"
+
+    def _next_seed(self) -> int:
         seed = int(np.random.SeedSequence([self.seed, self.calls]).generate_state(1)[0] % 2**31)
         self.calls += 1
+        return seed
+
+    def decode(self, number_samples: int, max_retries: int) -> Any:
+        """One call's prior codes decoded with retries: a ``molgen.decoding.DecodeResult``.
+
+        Its ``first`` strings are what ``generate`` hands out with ``max_retries=None`` for the
+        same call, its ``sampler_strings()`` what it hands out with ``max_retries`` set.
+        """
+        return self.model.sample_decoded(
+            number_samples,
+            temperature=self.temperature,
+            seed=self._next_seed(),
+            batch_size=self.batch_size,
+            max_retries=max_retries,
+            progress=False,
+        )
+
+    def generate(self, number_samples: int) -> list[str]:
+        """Sample ``number_samples`` strings from the prior (see the class for which)."""
         if number_samples <= 0:
+            self.calls += 1
             return []
+        if self.max_retries is not None:
+            return self.decode(number_samples, self.max_retries).sampler_strings()
         return list(
             self.model.sample(
                 number_samples,
                 temperature=self.temperature,
-                seed=seed,
+                seed=self._next_seed(),
                 batch_size=self.batch_size,
                 progress=False,
             )
@@ -280,6 +323,10 @@ class EvaluateConfig:
         n: Molecules to sample from a model, or to take from the start of a samples file.
         seed: Seed for sampling and for the reconstruction/interpolation subsets.
         temperature: Sampling temperature for the evaluated samples.
+        max_retries: None: GuacaMol's benchmarks run on the single-pass decoder; K: on the
+            sampler that re-decodes a code with an invalid string up to K times. The sampler's
+            validity is reported either way (at K, or at the ``molgen sample`` default).
+        beam: Beams for reconstruction and interpolation (1: greedy decoding).
         n_recon: Reference molecules used for reconstruction accuracy.
         n_interp: Random reference pairs for interpolation quality.
         interp_steps: Points per interpolation path (endpoints included).
@@ -298,6 +345,8 @@ class EvaluateConfig:
     n: int = 10_000
     seed: int = 0
     temperature: float = 1.0
+    max_retries: int | None = None
+    beam: int = 1
     n_recon: int = 1000
     n_interp: int = 50
     interp_steps: int = 10
@@ -706,23 +755,27 @@ def model_metrics(
     """Reconstruction, prior validity at temperature 1 and interpolation quality of a model.
 
     * Reconstruction on ``n_recon`` random reference molecules: exact match of the canonical
-      (isomeric) SMILES of greedy decoding from the posterior mode, and teacher-forced per-token
-      accuracy. Molecules the model cannot encode (unknown tokens, too long) are skipped and
-      counted.
+      (isomeric) SMILES of greedy decoding from the posterior mode (with ``config.beam`` > 1:
+      the most likely valid string of that many beams), and teacher-forced per-token accuracy.
+      Molecules the model cannot encode (unknown tokens, too long) are skipped and counted.
     * Prior validity: validity of samples at temperature 1 (the evaluated samples when they were
       drawn at temperature 1, else ``n_prior`` new ones).
-    * Interpolation: for ``n_interp`` random pairs of those reference molecules, greedy decodes
-      at ``interp_steps`` points of the slerp path (endpoints included); reported are the mean
-      fraction of valid points and of distinct valid molecules per path.
+    * Interpolation: for ``n_interp`` random pairs of those reference molecules, greedy (or
+      beam) decodes at ``interp_steps`` points of the slerp path (endpoints included); reported
+      are the mean fraction of valid points and of distinct valid molecules per path.
     """
     rng = np.random.default_rng(config.seed)
     pool = [s for s in dict.fromkeys(reference) if metrics.to_mol(s) is not None]
     k = min(config.n_recon, len(pool))
     subset = [pool[i] for i in rng.choice(len(pool), size=k, replace=False)] if k else []
     subset, skipped = _encodable(model, subset)
-    out: dict[str, Any] = {"n_recon": len(subset), "n_recon_skipped": skipped}
+    out: dict[str, Any] = {
+        "decoding": "greedy" if config.beam <= 1 else f"beam search, {config.beam} beams",
+        "n_recon": len(subset),
+        "n_recon_skipped": skipped,
+    }
     if subset:
-        recon = model.reconstruct(subset)
+        recon = model.reconstruct(subset, beam=config.beam)
         wanted = [metrics.canonical_smiles(s) for s in subset]
         got = [metrics.canonical_smiles(r) for r in recon]
         out["reconstruction_exact"] = float(
@@ -752,7 +805,7 @@ def model_metrics(
 
             iterator = tqdm(pairs, desc="interpolation", unit="pair", leave=False)
         for a, b in iterator:
-            path = model.interpolate(a, b, steps=config.interp_steps)
+            path = model.interpolate(a, b, steps=config.interp_steps, beam=config.beam)
             if isinstance(path, tuple):  # (t values, strings)
                 path = path[1]
             canon = [metrics.canonical_smiles(s) for s in path]
@@ -788,6 +841,46 @@ def _file_info(path: Path) -> dict[str, Any]:
     from molgen.data import file_fingerprint
 
     return {"path": str(path), "sha256": file_fingerprint(path)}
+
+
+#: Fewer valid reference molecules than this give a warning (distribution metrics unreliable).
+SMALL_REFERENCE = 1000
+
+
+def _too_long_lines(
+    smiles: Sequence[str], lines: Sequence[int], drop: bool
+) -> tuple[list[str], list[int]]:
+    """Strings longer than ``molgen.data.MAX_SMILES_CHARS``, which RDKit must never see.
+
+    Such a string can crash the process inside RDKit (guacamol and fcd parse the lists they are
+    given themselves), so it is dropped (``drop``) or replaced by ``""``, an invalid molecule.
+
+    Returns:
+        (the strings kept or blanked, the line numbers of the long ones).
+    """
+    from molgen.data import smiles_size_problem
+
+    out: list[str] = []
+    long_lines: list[int] = []
+    for text, line in zip(smiles, lines, strict=False):
+        if isinstance(text, str) and smiles_size_problem(text):
+            long_lines.append(line)
+            if not drop:
+                out.append("")
+        else:
+            out.append(text)
+    return out, long_lines
+
+
+def _too_long_warning(lines: Sequence[int], what: str, action: str) -> str:
+    from molgen.data import MAX_SMILES_CHARS
+
+    shown = ", ".join(str(n) for n in lines[:5]) + (", ..." if len(lines) > 5 else "")
+    rows = "line" if len(lines) == 1 else "lines"
+    return (
+        f"{len(lines)} {rows} of the {what} longer than {MAX_SMILES_CHARS} characters "
+        f"{action} ({rows} {shown})"
+    )
 
 
 def evaluate(
@@ -836,16 +929,38 @@ def evaluate(
         clock = now
 
     _require_file(reference_path, "reference")
-    reference, _ = read_smiles_file(reference_path)
+    reference, ref_lines = read_smiles_file(reference_path)
+    warnings: list[str] = []
+    reference, too_long = _too_long_lines(reference, ref_lines, drop=True)
+    if too_long:
+        warnings.append(_too_long_warning(too_long, f"reference file {reference_path}", "left out"))
     ref_info = _file_info(reference_path)
     inputs: dict[str, Any] = {"reference": {**ref_info, "n": len(reference)}}
+    if too_long:
+        inputs["reference"]["n_too_long"] = len(too_long)
     generator: DistributionMatchingGenerator
+    sampler: dict[str, Any] | None = None
     if model is not None:
+        from molgen.sampling import DEFAULT_MAX_RETRIES
+
         live = MolgenGenerator(
-            model, seed=config.seed, temperature=config.temperature, batch_size=config.batch_size
+            model,
+            seed=config.seed,
+            temperature=config.temperature,
+            batch_size=config.batch_size,
+            max_retries=config.max_retries,
         )
-        samples = live.generate(config.n)
-        generator = ListGenerator(samples, fallback=live)
+        retries = DEFAULT_MAX_RETRIES if config.max_retries is None else config.max_retries
+        decoded = live.decode(config.n, retries)
+        # MOSES metrics and validity: the single pass; the retries only add the sampler figures
+        samples = list(decoded.first)
+        handed = samples if config.max_retries is None else decoded.sampler_strings()
+        generator = ListGenerator(handed, fallback=live)
+        sampler = {
+            "max_retries": retries,
+            "greedy": config.temperature <= 0,
+            **decoded.counts.as_dict(),
+        }
         inputs["model"] = {
             **(_file_info(model_path) if model_path is not None else {}),
             "data_source": (model.summary or {}).get("data_source"),
@@ -856,8 +971,13 @@ def evaluate(
     else:
         assert samples_path is not None
         _require_file(samples_path, "samples")
-        all_samples, _ = read_smiles_file(samples_path, smiles_column=smiles_column, sep=sep)
-        samples = all_samples[: config.n]
+        all_samples, sample_lines = read_smiles_file(
+            samples_path, smiles_column=smiles_column, sep=sep
+        )
+        samples, too_long = _too_long_lines(all_samples[: config.n], sample_lines, drop=False)
+        if too_long:
+            what = f"samples file {samples_path}"
+            warnings.append(_too_long_warning(too_long, what, "counted as invalid"))
         generator = ListGenerator(samples)
         inputs["samples"] = {
             **_file_info(samples_path),
@@ -867,6 +987,12 @@ def evaluate(
         lap("reading samples")
     ref = reference_statistics(reference, ref_info["sha256"], config)
     inputs["reference"]["n_valid"] = ref.n_valid
+    if ref.n_valid < SMALL_REFERENCE:
+        warnings.append(
+            f"the reference has only {ref.n_valid} valid molecules: FCD, SNN, Frag, Scaf and "
+            f"GuacaMol's KL and FCD scores are unreliable below {SMALL_REFERENCE:,} (FCD "
+            "compares covariances of 512 ChemNet features; MOSES uses 10,000+ molecules)"
+        )
     inputs["reference"]["statistics_from_cache"] = ref.from_cache
     lap("reference statistics")
     summary = getattr(model, "summary", None) if model is not None else None
@@ -909,6 +1035,8 @@ def evaluate(
             progress=config.progress,
         )
         guaca["kl_fcd_reference"] = ref_info["path"]
+        if model is not None:
+            guaca["generator"] = live.description
         guaca["novelty_training_set"] = inputs["train"]["path"]
         if model is None:
             guaca["note"] = (
@@ -926,10 +1054,12 @@ def evaluate(
         "inputs": inputs,
         "versions": _library_versions(),
         "metrics": _plain(moses),
+        "sampler": _plain(sampler),
         "guacamol": _plain(guaca),
         "model": _plain(model_out),
         "timings_s": {**timings, "total": round(sum(timings.values()), 2)},
         "timings_moses_metrics_s": detail,
+        "warnings": warnings,
     }
     return Evaluation(report, samples, feats, ref.properties)
 
@@ -984,15 +1114,44 @@ def _fmt(value: Any) -> str:
 def metric_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, formatted value) rows of the headline numbers, in display order."""
     rows = [(label, _fmt(report[section].get(key))) for label, section, key in _ROWS]
+    sampler = report.get("sampler")
+    if sampler:
+        rows[0] = ("Validity (single pass)", rows[0][1])
+        k = sampler["max_retries"]
+        rows[1:1] = [
+            (f"Sampler validity (<= {k} retries)", _fmt(sampler.get("sampler_validity"))),
+            ("Decodings per molecule (sampler)", _fmt(sampler.get("decodings_per_molecule"))),
+        ]
     for name, value in (report["metrics"].get("wasserstein") or {}).items():
         rows.append((f"Wasserstein {name}", _fmt(value)))
     if report.get("guacamol"):
         for name, res in report["guacamol"]["results"].items():
             rows.append((f"GuacaMol {name}", _fmt(res["score"])))
     if report.get("model"):
+        decoding = report["model"].get("decoding", "greedy")
         for label, key in _MODEL_ROWS:
+            if decoding != "greedy" and key.startswith(("reconstruction", "interpolation")):
+                label += f" [{decoding}]"
             rows.append((label, _fmt(report["model"].get(key))))
     return rows
+
+
+def validity_note(report: dict[str, Any]) -> str | None:
+    """Which validity is which, and which generator GuacaMol ran on (None for a samples file)."""
+    sampler = report.get("sampler")
+    if not sampler:
+        return None
+    text = (
+        "Validity is the single-pass decoder's (each prior code decoded once), as MOSES and "
+        f"GuacaMol tables count it; the sampler re-decodes a code with an invalid string up to "
+        f"{sampler['max_retries']} times"
+    )
+    if sampler.get("greedy"):
+        text += " (greedy decoding: no retries are made, it is deterministic)"
+    guaca = report.get("guacamol")
+    if guaca and guaca.get("generator"):
+        text += f". GuacaMol ran on the {guaca['generator']}"
+    return text + "."
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -1010,14 +1169,20 @@ def format_table(report: dict[str, Any]) -> str:
     if report.get("guacamol"):
         g = report["guacamol"]
         kind = "standard" if g["standard"] else "NOT the standard 10,000 (smaller sets)"
-        lines.append(f"GuacaMol: {g['number_samples']} samples per benchmark, {kind}")
+        generator = f"; generator: {g['generator']}" if g.get("generator") else ""
+        lines.append(f"GuacaMol: {g['number_samples']} samples per benchmark, {kind}{generator}")
+    note = validity_note(report)
+    if note:
+        lines.append(note)
     return "\n".join(lines)
 
 
 def write_json(report: dict[str, Any], path: Path) -> Path:
     """Write the report as JSON (every number and setting)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_plain(report), indent=2, allow_nan=False) + "\n")
+    text = json.dumps(_plain(report), indent=2, allow_nan=False) + "\n"
+    with atomic_output(path) as handle:
+        handle.write(text)
     return path
 
 
@@ -1049,7 +1214,8 @@ def plot_properties(
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return out
 
@@ -1078,8 +1244,18 @@ def draw_molecules(smiles: Sequence[str], out: Path, n: int = 24, per_row: int =
         mols, molsPerRow=min(per_row, len(mols)), subImgSize=(220, 220), legends=legends
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    img.save(str(out))
+    with atomic_path(out) as tmp:
+        img.save(str(tmp))
     return out
+
+
+def report_pictures(path: Path) -> tuple[Path, Path]:
+    """The two pictures :func:`write_markdown` writes beside a report: molecules, properties."""
+    path = Path(path)
+    return (
+        path.with_name(f"{path.stem}_molecules.png"),
+        path.with_name(f"{path.stem}_properties.png"),
+    )
 
 
 def write_markdown(evaluation: Evaluation, path: Path) -> list[Path]:
@@ -1090,11 +1266,10 @@ def write_markdown(evaluation: Evaluation, path: Path) -> list[Path]:
     """
     report = evaluation.report
     path.parent.mkdir(parents=True, exist_ok=True)
-    grid = draw_molecules(evaluation.samples, path.with_name(f"{path.stem}_molecules.png"))
+    grid_path, hist_path = report_pictures(path)
+    grid = draw_molecules(evaluation.samples, grid_path)
     hist = plot_properties(
-        evaluation.sample_features.properties,
-        evaluation.reference_properties,
-        path.with_name(f"{path.stem}_properties.png"),
+        evaluation.sample_features.properties, evaluation.reference_properties, hist_path
     )
     inputs = report["inputs"]
     lines = ["# molgen evaluation", ""]
@@ -1112,6 +1287,7 @@ def write_markdown(evaluation: Evaluation, path: Path) -> list[Path]:
         f"- Samples evaluated: {report['metrics']['n']}, seed {report['settings']['seed']}, "
         f"temperature {report['settings']['temperature']}"
     )
+    lines += [f"- **Warning:** {w}." for w in report.get("warnings", [])]
     lines += ["", "| metric | value |", "|---|---|"]
     lines += [f"| {label} | {value} |" for label, value in metric_rows(report)]
     lines.append("")
@@ -1132,10 +1308,14 @@ def write_markdown(evaluation: Evaluation, path: Path) -> list[Path]:
         )
         if g.get("note"):
             lines.append(f"Note: {g['note']}.")
+    note = validity_note(report)
+    if note:
+        lines += ["", note]
     if grid is not None:
         lines += ["", "## Samples", "", f"![molecules]({grid.name})"]
     lines += ["", "## Properties (samples vs reference)", "", f"![properties]({hist.name})"]
     lines += ["", "## Versions", ""]
     lines += [f"- {k}: {v}" for k, v in report["versions"].items()]
-    path.write_text("\n".join(lines) + "\n")
+    with atomic_output(path) as handle:
+        handle.write("\n".join(lines) + "\n")
     return [path] + ([grid] if grid is not None else []) + [hist]

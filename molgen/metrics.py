@@ -29,6 +29,8 @@ from rdkit.Chem import QED, AllChem, Crippen, Descriptors, rdFingerprintGenerato
 from rdkit.Chem.FilterCatalog import FilterCatalog, FilterCatalogParams
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
+from molgen.data import MAX_ATOMS, MAX_SMILES_CHARS
+
 # Invalid generated SMILES are expected; RDKit would print an error for each one.
 RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
 
@@ -56,11 +58,13 @@ def to_mol(smiles: str) -> Chem.Mol | None:
     Empty strings and molecules without atoms are invalid (``Chem.MolFromSmiles('')`` returns an
     empty molecule, not None).
     """
-    if not isinstance(smiles, str) or not smiles:
+    # Strings and molecules beyond molgen's size bounds are invalid too: RDKit crashes the
+    # process canonicalizing a long enough chain (see molgen.data.MAX_ATOMS).
+    if not isinstance(smiles, str) or not smiles or len(smiles) > MAX_SMILES_CHARS:
         return None
     # MolFromSmiles sanitizes already; MOSES' extra SanitizeMol call cannot fail after it.
     mol = Chem.MolFromSmiles(smiles)
-    if mol is None or mol.GetNumAtoms() == 0:
+    if mol is None or mol.GetNumAtoms() == 0 or mol.GetNumAtoms() > MAX_ATOMS:
         return None
     return mol
 
@@ -663,6 +667,13 @@ def _features_chunk(job: tuple[list[str], list[bool], tuple[str, ...]]) -> tuple
     return canonical, fps, frags, scafs, props, passes
 
 
+def _ignore_sigint() -> None:
+    # Ctrl-C is the parent's to handle (it stops the pool): no traceback from every worker.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _map_chunks(
     fn: Callable[[Any], Any],
     jobs: list[Any],
@@ -684,7 +695,7 @@ def _map_chunks(
         # it also works from notebooks and `python -` scripts
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-        with ctx.Pool(min(n_jobs, len(jobs))) as pool:
+        with ctx.Pool(min(n_jobs, len(jobs)), initializer=_ignore_sigint) as pool:
             for size, res in zip(sizes, pool.imap(fn, jobs), strict=True):
                 results.append(res)
                 if bar is not None:

@@ -36,6 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from molgen.errors import MolgenError
+from molgen.outputs import atomic_output, atomic_path, check_output_path
 
 DEFAULT_MNIST_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
 FAMILIES = ("spcauchy", "vmf", "power", "gaussian")
@@ -623,7 +624,8 @@ def plot_reconstructions(model: ImageVAE, images: torch.Tensor, path: Path, n: i
         f"{model.family} d={model.dim}: originals (odd rows) / reconstructions (even rows)"
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:  # an existing picture is replaced only when drawn
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path
 
@@ -647,7 +649,8 @@ def plot_prior_samples(model: ImageVAE, path: Path, n: int = 64) -> Path:
     ax.set_axis_off()
     ax.set_title(f"{model.family} d={model.dim}: samples from the prior (Bernoulli means)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:  # an existing picture is replaced only when drawn
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path
 
@@ -679,7 +682,8 @@ def plot_training_curves(history: list[dict[str, Any]], title: str, path: Path) 
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:  # an existing picture is replaced only when drawn
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path
 
@@ -715,9 +719,20 @@ def plot_sphere(
     ax.set_box_aspect((1, 1, 1))
     ax.set_title(f"{model.family} d=2: test posterior modes on S^2 ({len(mu)} images)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:  # an existing picture is replaced only when drawn
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path
+
+
+#: Files :func:`run_mnist` writes into its output folder.
+OUTPUT_FILES = (
+    "results.json",
+    "reconstructions.png",
+    "prior_samples.png",
+    "training_curves.png",
+    "latent_sphere.png",
+)
 
 
 def run_mnist(
@@ -736,10 +751,15 @@ def run_mnist(
         The results; ``result.files`` maps each written file's role to its path.
     """
     out = Path(config.out) if config.out else None
-    if out is not None:
+    if out is not None:  # checked before any work: a bad --out never costs a training run
         if out.exists() and not out.is_dir():
             raise MolgenError(f"--out {out} exists and is not a folder; choose another path.")
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MolgenError(f"--out {out}: cannot create the folder ({exc.strerror}).") from None
+        for name in OUTPUT_FILES:
+            check_output_path(out / name, "--out")
     model, result, tensors = train_mnist(config, data, on_epoch)
     if out is None:
         return result
@@ -758,7 +778,8 @@ def run_mnist(
                 plot_sphere(model, test_bin, tensors["test_labels"], out / "latent_sphere.png")
             )
     result.files["results"] = str(out / "results.json")
-    (out / "results.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
+    with atomic_output(out / "results.json") as handle:
+        handle.write(json.dumps(asdict(result), indent=2) + "\n")
     return result
 
 

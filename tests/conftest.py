@@ -42,3 +42,33 @@ def run_cli(*args: str) -> CliResult:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+MOSES_LIKE_TOKENS = ("#", "(", ")", "1", "2", "3", "=", "Br", "C", "Cl", "F", "N", "O", "S")
+MOSES_LIKE_TOKENS += ("[nH]", "c", "n", "o", "s")
+
+
+def random_model_file(
+    path: Path,
+    tokens=MOSES_LIKE_TOKENS,
+    stereo: bool = True,
+    latent: str = "spcauchy",
+    max_length: int = 60,
+    seed: int = 0,
+) -> Path:
+    """Write a small untrained model file (random weights) with the given vocabulary."""
+    import torch
+
+    from molgen.model import ModelConfig, MoleculeVAE, model_file_dict
+    from molgen.tokenizer import SPECIAL_TOKENS, Vocabulary
+
+    vocab = Vocabulary([*SPECIAL_TOKENS, *sorted(tokens)])
+    config = ModelConfig(
+        vocab_size=len(vocab), embedding_dim=8, encoder_hidden=16, decoder_hidden=16,
+        latent=latent, latent_dim=6, max_length=max_length,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    vae = MoleculeVAE(config)
+    content = model_file_dict(vae, vocab.to_dict(), "smiles", {"stereo": stereo}, {})
+    torch.save(content, path)
+    return path

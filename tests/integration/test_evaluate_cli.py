@@ -131,7 +131,7 @@ def test_evaluate_a_really_trained_tiny_model(cli, tmp_path):
     result = cli(
         "evaluate", run / "model.pt", "-r", ref, "-n", "60", "--n-recon", "20",
         "--n-interp", "4", "--cache-dir", tmp_path / "cache", "--json", out / "m.json",
-        "--report", out / "m.md", "-j", "1",
+        "--report", out / "m.md", "-j", "1", "--max-retries", "1", "--beam", "2",
     )  # fmt: skip
     assert result.code == 0, result.stderr
     data = json.loads((out / "m.json").read_text())
@@ -141,5 +141,12 @@ def test_evaluate_a_really_trained_tiny_model(cli, tmp_path):
     assert data["metrics"]["n"] == 60 and data["inputs"]["model"]["sha256"]
     # the tiny model was trained on tests/data/tiny_train.csv: novelty is measured against it
     assert data["inputs"]["train"]["path"].endswith("tiny_train.csv")
-    assert "Reconstruction (exact)" in result.stdout
+    assert "Reconstruction (exact) [beam search, 2 beams]" in result.stdout
+    # validity is the single pass; the sampler (1 retry) is reported beside it, GuacaMol ran on it
+    sampler = data["sampler"]
+    assert sampler["max_retries"] == 1 and sampler["codes"] == 60
+    assert sampler["single_pass_validity"] == pytest.approx(data["metrics"]["validity"])
+    assert sampler["sampler_validity"] >= sampler["single_pass_validity"]
+    assert "up to 1 retries" in data["guacamol"]["generator"]
+    assert "Sampler validity (<= 1 retries)" in (out / "m.md").read_text()
     assert (out / "m_properties.png").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 import torch
@@ -26,8 +28,13 @@ def test_sample_without_model_uses_the_bundled_one(tmp_path) -> None:
     r = run_cli("sample", "-n", "50", "--seed", "1", "-o", out)
     assert r.code == 0, r.stderr[-2000:]
     rows = pd.read_csv(out)
-    assert len(rows) == 50
-    assert rows["valid"].mean() >= 0.5  # the 10k-sample figure: data/pretrained/README.md
+    assert len(rows) == 50 and rows["valid"].all()  # valid molecules only, by default
+    single_pass = float(re.search(r"single-pass validity ([0-9.]+)", r.stdout).group(1))
+    assert single_pass >= 0.5  # the 10k-sample figure: data/pretrained/README.md
+    raw = tmp_path / "raw.csv"
+    r = run_cli("sample", "-n", "50", "--seed", "1", "-o", raw, "--keep-invalid")
+    assert r.code == 0, r.stderr[-2000:]
+    assert pd.read_csv(raw)["valid"].mean() >= 0.5
 
 
 def test_interpolate_without_model_uses_the_bundled_one(tmp_path) -> None:

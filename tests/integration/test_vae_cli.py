@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from molgen.data import canonicalize
 from tests.conftest import REPO, TEST_DATA, run_cli
 
 pytestmark = pytest.mark.integration
@@ -70,18 +71,45 @@ def test_same_seed_same_model(tmp_path, tiny_run):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_sample_prior_writes_csv_and_image(tiny_run, tmp_path):
+def _canonical(smiles: str) -> str | None:
+    return canonicalize(smiles, largest_fragment=False) if isinstance(smiles, str) else None
+
+
+def test_sample_prior_writes_valid_molecules_and_image(tiny_run, tmp_path):
     out, _ = tiny_run
     csv, png = tmp_path / "s.csv", tmp_path / "grid.png"
     r = run_cli("sample", out / "model.pt", "-n", "25", "-o", csv, "--seed", "3", "--image", png)
     assert r.code == 0, r.stderr
     df = pd.read_csv(csv)
-    assert len(df) == 25 and list(df.columns) == ["smiles", "valid"]
-    assert not df["smiles"].fillna("").str.contains("<").any()  # no special-token text
-    assert png.exists() == bool(df["valid"].head(30).any())
+    assert list(df.columns) == ["smiles", "valid"]
+    # every row is a valid molecule, written canonically; short only when the cap was hit
+    assert df["valid"].all() and all(_canonical(s) == s for s in df["smiles"])
+    assert len(df) == 25 or "the cap" in r.stderr
+    assert "decodings" in r.stdout and "single-pass validity" in r.stdout
+    assert "given up after 3 retries" in r.stdout
+    assert png.exists() == (len(df) > 0)
     again = tmp_path / "s2.csv"
     run_cli("sample", out / "model.pt", "-n", "25", "-o", again, "--seed", "3")
     assert pd.read_csv(again).equals(df)
+
+
+def test_sample_keep_invalid_writes_every_code_once(tiny_run, tmp_path):
+    out, _ = tiny_run
+    csv = tmp_path / "raw.csv"
+    r = run_cli("sample", out / "model.pt", "-n", "25", "-o", csv, "--keep-invalid")
+    assert r.code == 0, r.stderr
+    df = pd.read_csv(csv, keep_default_na=False)
+    assert len(df) == 25 and list(df.columns) == ["smiles", "valid"]
+    assert not df["smiles"].str.contains("<").any()  # no special-token text
+    assert list(df["valid"]) == [_canonical(s) is not None for s in df["smiles"]]
+    n_valid = int(df["valid"].sum())
+    assert f"25 molecules ({n_valid} valid) from 25 latent codes, one decoding each" in r.stdout
+    refused = run_cli("sample", out / "model.pt", "-n", "5", "--keep-invalid", "--max-retries", "2")
+    assert (
+        refused.code == 1
+        and refused.stderr.startswith("Error:")
+        and "--keep-invalid" in (refused.stderr)
+    )
 
 
 def test_sample_around_reports_similarity(tiny_run, tmp_path):
@@ -93,7 +121,17 @@ def test_sample_around_reports_similarity(tiny_run, tmp_path):
     assert r.code == 0, r.stderr
     df = pd.read_csv(csv)
     assert list(df.columns) == ["smiles", "valid", "similarity"]
-    assert df.loc[df["valid"], "similarity"].between(0, 1).all()
+    assert df["valid"].all() and df["similarity"].between(0, 1).all()
+    assert "greedy decoding" in r.stdout  # --around decodes greedily: no retries
+    beam = tmp_path / "beam.csv"
+    r = run_cli(
+        "sample", out / "model.pt", "-n", "4", "-o", beam, "--around", ASPIRIN_LIKE, "--rho",
+        "0.99", "--beam", "3", "--keep-invalid",
+    )  # fmt: skip
+    assert r.code == 0, r.stderr
+    assert len(pd.read_csv(beam)) == 4 and "beam search (3 beams)" in r.stdout
+    refused = run_cli("sample", out / "model.pt", "-n", "4", "--beam", "3")
+    assert refused.code == 1 and "--beam applies to greedy" in refused.stderr
 
 
 def test_sample_filters_and_cap(tiny_run, tmp_path):
@@ -117,6 +155,7 @@ def test_sample_filters_and_cap(tiny_run, tmp_path):
     df = pd.read_csv(csv)
     assert df["valid"].all() and df["smiles"].is_unique
     assert "novel" in df.columns and df["novel"].all()
+    assert "from 60 latent codes" in r.stdout or len(df) == 50
     if len(df) < 50:
         assert "the cap" in r.stderr
 
@@ -132,6 +171,16 @@ def test_interpolate_path(tiny_run, tmp_path):
     assert len(df) == 6
     assert list(df.columns) == ["step", "t", "smiles", "valid", "similarity_a", "similarity_b"]
     assert df["t"].iloc[0] == 0 and df["t"].iloc[-1] == 1
+    beam = tmp_path / "b.csv"
+    r = run_cli(
+        "interpolate", out / "model.pt", "CCOc1ccccc1", ASPIRIN_LIKE, "--steps", "6",
+        "--beam", "3", "-o", beam,
+    )  # fmt: skip
+    assert r.code == 0, r.stderr
+    path = pd.read_csv(beam, keep_default_na=False)
+    assert len(path) == 6 and list(path["valid"]) == [
+        _canonical(s) is not None for s in path["smiles"]
+    ]
 
 
 @pytest.mark.parametrize(

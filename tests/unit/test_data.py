@@ -578,3 +578,45 @@ def test_cache_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     prepare_dataset(f, cfg(), progress=False)
     assert len(list((tmp_path / "xdg" / "molgen").glob("prepare-*"))) == 1
     assert data_mod.default_cache_dir() == tmp_path / "xdg" / "molgen"
+
+
+# ---- size bounds (RDKit crashes canonicalizing a long enough chain) -----------------------------
+def test_size_bounds_reject_before_rdkit() -> None:
+    bound = data_mod.MAX_SMILES_CHARS
+    assert data_mod.smiles_size_problem("C" * bound) is None
+    assert (
+        data_mod.smiles_size_problem(" " + "C" * (bound + 1)) == f"{bound + 1} characters > {bound}"
+    )
+    too_many = "C" * (data_mod.MAX_ATOMS + 1)
+    assert data_mod.parse_smiles(too_many) is None and canonicalize(too_many) is None
+    assert data_mod.parse_smiles(too_many, max_atoms=10**6).GetNumAtoms() == len(too_many)
+    assert data_mod.parse_smiles("C1CC") is None and data_mod.parse_smiles("") is None
+    with pytest.raises(MolgenError, match="too long to parse"):
+        randomize_smiles("C" * (bound + 1), random.Random(0))
+
+
+def test_prepare_rejects_long_lines_with_their_line_numbers(tmp_path: Path) -> None:
+    f = write(tmp_path / "m.smi", "CCO\n" + "C" * 40 + "\nCCN\nc1ccccc1\n" + "C" * 12 + "\n")
+    prepared = prepare_dataset(
+        f, cfg(max_chars=30, max_atoms=10), out_dir=tmp_path / "o", progress=False
+    )
+    assert prepared.rejected_counts["too long"] == 2
+    rows = list(csv.DictReader((tmp_path / "o" / "rejected.csv").open()))
+    assert [(r["line"], r["detail"]) for r in rows] == [
+        ("2", "40 characters > 30"),
+        ("5", "12 atoms > 10"),
+    ]
+    with pytest.raises(MolgenError, match="--max-chars"):
+        prepare_dataset(f, cfg(max_chars=0), progress=False)
+    with pytest.raises(MolgenError, match="max_atoms"):
+        prepare_dataset(f, cfg(max_atoms=data_mod.ATOMS_LIMIT + 1), progress=False)
+
+
+def test_prepare_never_overwrites_its_input(tmp_path: Path) -> None:
+    folder = tmp_path / "mydata"
+    folder.mkdir()
+    f = write(folder / "train.smi", "CCO\nCCN\nc1ccccc1\nCCCl\n")
+    before = f.read_bytes()
+    with pytest.raises(MolgenError, match="also an input"):
+        prepare_dataset(f, cfg(), out_dir=folder, progress=False)
+    assert f.read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["train.smi"]

@@ -150,7 +150,7 @@ def test_offline_inputs_are_optional_and_pip_keeps_no_cache() -> None:
         ("tests/unit/test_dockerfile.py", True),
         ("pyproject.toml", False),
         ("README.md", False),
-        ("molgen/cli.py", False),
+        ("molgen/cli/app.py", False),
         ("data/moses/train.csv.gz", False),
         ("data/pretrained/moses-spcauchy-small.pt", False),
         ("wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl", False),

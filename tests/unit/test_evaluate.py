@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from molgen import metrics
+from molgen.decoding import DecodeCounts, DecodeResult
 from molgen.errors import MolgenError
 from molgen.evaluate import (
     CHEMNET_FILE,
@@ -76,17 +77,35 @@ class FakeModel:
 
     encode() rejects molecules with bromine (like an unknown token), reconstruct() returns the
     input for even positions and methane otherwise, interpolate() returns a, a, invalid, b.
+    sample_decoded() decodes the same strings as sample() first; an invalid one becomes ethanol
+    on its first retry.
     """
 
     def __init__(self, pool: list[str], summary: dict | None = None) -> None:
         self.pool = pool
         self.summary = summary or {}
         self.sample_calls: list[tuple[int, float, int]] = []
+        self.beams: list[int] = []
 
     def sample(self, n, temperature=1.0, seed=0, batch_size=512, progress=False):
         self.sample_calls.append((n, temperature, seed))
         rng = np.random.default_rng(seed)
         return [self.pool[i] for i in rng.integers(len(self.pool), size=n)]
+
+    def sample_decoded(
+        self, n, temperature=1.0, seed=0, batch_size=512, max_retries=3, progress=False
+    ):
+        first = self.sample(n, temperature, seed, batch_size, progress)
+        canon = [metrics.canonical_smiles(s) for s in first]
+        fixed = [c if c is not None else ("CCO" if max_retries else None) for c in canon]
+        tries = [1 if c is not None else 1 + min(max_retries, 1) for c in canon]
+        counts = DecodeCounts(
+            codes=n,
+            decodings=sum(tries),
+            first_pass_valid=sum(c is not None for c in canon),
+            given_up=sum(c is None for c in fixed),
+        )
+        return DecodeResult(fixed, first, tries, [c is not None for c in canon], counts)
 
     def encode(self, smiles):
         bad = [s for s in smiles if "Br" in s]
@@ -94,13 +113,15 @@ class FakeModel:
             raise MolgenError(f"{bad[0]!r} has tokens this model never saw: Br.")
         return np.zeros((len(smiles), 4))
 
-    def reconstruct(self, smiles):
+    def reconstruct(self, smiles, beam=1):
+        self.beams.append(beam)
         return [s if i % 2 == 0 else "C" for i, s in enumerate(smiles)]
 
     def token_accuracy(self, smiles):
         return 0.9
 
-    def interpolate(self, smiles_a, smiles_b, steps=10):
+    def interpolate(self, smiles_a, smiles_b, steps=10, beam=1):
+        self.beams.append(beam)
         path = [smiles_a, smiles_a, "", smiles_b]
         return [i / (len(path) - 1) for i in range(len(path))], path
 
@@ -322,6 +343,7 @@ def test_evaluate_a_samples_file_writes_json_and_markdown(tmp_path, gen, ref):
     text = written[0].read_text()
     assert "| Validity | 0.9000 |" in text and "r_properties.png" in text
     assert "Validity" in format_table(rep)
+    assert rep["sampler"] is None and "Sampler" not in text  # a file has no sampler
 
 
 def test_evaluate_a_model_with_guacamol(tmp_path, ref):
@@ -341,6 +363,36 @@ def test_evaluate_a_model_with_guacamol(tmp_path, ref):
     assert guaca["Frechet ChemNet Distance"]["metadata"]["number_generated_molecules"] == 30
     assert "Novelty" not in guaca  # no training set known for this model
     json.dumps(rep, allow_nan=False)
+    # honest validity: single pass in "metrics", the sampler's figures (default 3 retries) beside
+    invalid = round(30 * (1 - rep["metrics"]["validity"]))
+    sampler = rep["sampler"]
+    assert sampler["max_retries"] == 3 and sampler["codes"] == 30
+    assert sampler["single_pass_validity"] == pytest.approx(rep["metrics"]["validity"])
+    assert sampler["sampler_validity"] == 1.0 and sampler["given_up"] == 0
+    assert sampler["decodings_per_molecule"] == pytest.approx((30 + invalid) / 30)
+    assert "single-pass" in rep["guacamol"]["generator"]
+    table = format_table(rep)
+    assert "Validity (single pass)" in table and "Sampler validity (<= 3 retries)" in table
+    assert "GuacaMol ran on the single-pass decoder" in table
+    text = write_markdown(result, tmp_path / "m.md")[0].read_text()
+    assert "| Sampler validity (<= 3 retries) | 1.0000 |" in text
+    assert "GuacaMol ran on the single-pass decoder" in text
+
+
+def test_evaluate_guacamol_on_the_sampler_with_retries_and_beam_decoding(tmp_path, ref):
+    ref_file = _write(tmp_path / "ref.csv", ref)
+    model = FakeModel(ref[:20] + INVALID)
+    config = _config(tmp_path, n=30, n_recon=8, n_interp=2, max_retries=2, beam=3)
+    rep = evaluate(ref_file, model=model, config=config).report
+    assert 0 < rep["metrics"]["validity"] < 1  # still the single pass
+    assert rep["sampler"]["max_retries"] == 2 and rep["sampler"]["sampler_validity"] == 1.0
+    guaca = rep["guacamol"]
+    assert "up to 2 retries" in guaca["generator"]
+    assert guaca["results"]["Validity"]["score"] == 1.0  # the sampler's molecules
+    assert set(model.beams) == {3} and rep["model"]["decoding"] == "beam search, 3 beams"
+    table = format_table(rep)
+    assert "Reconstruction (exact) [beam search, 3 beams]" in table
+    assert "GuacaMol ran on the sampler with up to 2 retries" in table
 
 
 def test_evaluate_needs_exactly_one_source_and_existing_files(tmp_path, ref):
