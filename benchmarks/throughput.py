@@ -25,9 +25,11 @@ from torch import nn
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from molgen.batching import TokenDataset, encode_smiles  # noqa: E402
 from molgen.data import DataConfig, prepare_dataset  # noqa: E402
 from molgen.model import ModelConfig  # noqa: E402
-from molgen.train import PRESETS, TokenDataset, TrainConfig, VAEModule, encode_smiles, tune_malloc  # noqa: E402
+from molgen.train import VAEModule, tune_malloc  # noqa: E402
+from molgen.train_config import PRESETS, TrainConfig  # noqa: E402
 
 
 class BareGRU(nn.Module):

@@ -40,7 +40,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 def train_recipe(name: str, out: Path, budget: str, threads: int, seed: int) -> Path:
     from molgen.data import DEFAULT_DATA, DataConfig
-    from molgen.train import resolve_configs, train
+    from molgen.train import train
+    from molgen.train_config import resolve_configs
 
     run = out / name
     if (run / "model.pt").exists():

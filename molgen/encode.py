@@ -36,6 +36,7 @@ ENCODE_SUFFIXES = (".csv", ".parquet", ".npy")
 TABLE_SUFFIXES = (".csv", ".parquet")
 REJECTED_COLUMNS = ("line", "smiles", "reason", "detail")
 CHUNK = 4096  # molecules read, checked and written together (sorted by length inside a chunk)
+_MAX_TOKENS_COUNTED = 1000  # distinct unknown tokens tallied for the summary
 
 
 # ---- paths -----------------------------------------------------------------------------------
@@ -102,7 +103,7 @@ class RunStats:
 
 
 def summary_lines(stats: RunStats, what: str, output: Path) -> list[str]:
-    """The lines a command prints after a run: counts, rejected reasons, warnings, hints."""
+    """The lines a command prints after a run: counts, speed, rejected rows per reason."""
     lines = [
         f"{what} {stats.done:,} of {stats.read:,} molecules -> {output} "
         f"in {stats.seconds:.1f} s ({stats.rate:,.0f} molecules/s)"
@@ -166,7 +167,10 @@ def encodable_chunks(
                 continue
             stats.rejected[item.reason or "rejected"] += 1
             if item.reason == UNKNOWN_TOKENS:
-                stats.unknown_tokens.update(item.detail.split())
+                tokens = item.detail.split()
+                if len(stats.unknown_tokens) > _MAX_TOKENS_COUNTED:  # a hostile file: bounded
+                    tokens = [t for t in tokens if t in stats.unknown_tokens]
+                stats.unknown_tokens.update(tokens)
             rejected.write(record, item)
         if good:
             yield good

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import ctypes
 import json
-import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
-from datetime import timedelta
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,256 +23,18 @@ from torch import Tensor
 
 from molgen.batching import BucketBatchSampler, TokenDataset, encode_smiles, passthrough
 from molgen.data import DATA_DIR, DataConfig, PreparedData, prepare_dataset
-from molgen.errors import MolgenError
 from molgen.model import ModelConfig, MoleculeVAE, model_file_dict
+from molgen.runs import (
+    CHECKPOINT_DIR,
+    RUN_CONFIG,
+    RunConfig,
+    check_run_dir,
+    checkpoint_position,
+    last_checkpoint,
+)
 from molgen.schedule import BudgetSchedule
 from molgen.tokenizer import Vocabulary, get_tokenizer
-
-RUN_CONFIG = "run_config.json"
-CHECKPOINT_DIR = "checkpoints"
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings (plain types; stored in the run directory and the model file).
-
-    Attributes:
-        epochs: Maximum epochs.
-        max_steps: Maximum optimizer steps (-1: no limit).
-        max_time: Wall-time limit like ``"1h"``, ``"30m"``, ``"90s"`` or ``"DD:HH:MM:SS"``.
-        batch_size: Molecules per batch (per device).
-        lr: Adam learning rate.
-        seed: Seed for the split, initialisation, shuffling and sampling in training.
-        beta_max: Final KL weight.
-        beta_warmup_steps: Steps with KL weight 0 at the start.
-        beta_ramp_steps: Steps of the linear ramp from 0 to ``beta_max`` after the warm-up.
-        word_dropout: Probability of replacing a decoder input token by ``unk``.
-        grad_clip: Gradient-norm clipping value (0: off).
-        val_every_steps: Validate (and checkpoint) every this many steps, or each epoch if sooner.
-        val_batches: Validation batches per check (keeps checks cheap on big sets).
-        early_stopping_patience: Validation checks without improvement before stopping (0: off).
-        accelerator: Lightning accelerator (auto, cpu, gpu).
-        devices: Devices per node (int or "auto").
-        num_nodes: Number of nodes.
-        strategy: Lightning strategy (auto, ddp).
-        precision: Lightning precision (e.g. "32-true", "bf16-mixed" on GPUs).
-        tune_malloc: Keep freed memory in the process (glibc) instead of returning it every step.
-        lr_schedule: ``constant`` or ``cosine`` (decays to ``lr_final_ratio`` x ``lr`` at the end
-            of the budget: ``max_steps``, ``epochs`` or ``max_time``, whichever comes first).
-        lr_warmup_steps: Linear learning-rate warm-up steps.
-        lr_final_ratio: Learning-rate multiplier at the end of a cosine schedule.
-        beta_budget_fraction: If > 0, the KL ramp also ends by this fraction of the budget (so it
-            never outlasts a short run); the weight is the larger of the step and budget ramps.
-        bucket_batches: Batches per length-sorted chunk (0: plain random batches).
-        threads: CPU threads for torch (0: chosen from the cores not busy when training starts).
-        validity_samples: Prior samples decoded at each validation to log ``val_validity``
-            (0: off).
-        min_validity: Checkpoint choice: a validation whose ``val_validity`` is below this pays
-            1,000 nats per missing unit in ``val_select`` (the monitored score), so the exported
-            model is the best-fitting one that still samples valid molecules.
-        export: Which weights become ``model.pt``: ``last`` or ``best`` (lowest ``val_select``).
-    """
-
-    epochs: int = 10
-    max_steps: int = -1
-    max_time: str | None = None
-    batch_size: int = 256
-    lr: float = 1e-3
-    seed: int = 0
-    beta_max: float = 0.5
-    beta_warmup_steps: int = 500
-    beta_ramp_steps: int = 5000
-    word_dropout: float = 0.0
-    grad_clip: float = 5.0
-    val_every_steps: int = 1000
-    val_batches: int = 20
-    early_stopping_patience: int = 0
-    accelerator: str = "auto"
-    devices: str = "auto"
-    num_nodes: int = 1
-    strategy: str = "auto"
-    precision: str = "32-true"
-    tune_malloc: bool = True
-    lr_schedule: str = "constant"
-    lr_warmup_steps: int = 0
-    lr_final_ratio: float = 0.05
-    beta_budget_fraction: float = 0.0
-    bucket_batches: int = 0
-    threads: int = 0
-    validity_samples: int = 0
-    min_validity: float = 0.0
-    export: str = "last"
-
-    def beta(self, step: int, progress: float = 0.0) -> float:
-        """KL weight: 0 for the warm-up, then a linear ramp to ``beta_max``.
-
-        Args:
-            step: Optimizer steps done.
-            progress: Fraction of the budget used (see :mod:`molgen.schedule`); with
-                ``beta_budget_fraction`` the ramp also runs from 10 % to 100 % of that fraction.
-        """
-        if step < self.beta_warmup_steps:
-            by_step = 0.0
-        elif self.beta_ramp_steps <= 0:
-            by_step = self.beta_max
-        else:
-            by_step = self.beta_max * min(
-                1.0, (step - self.beta_warmup_steps) / self.beta_ramp_steps
-            )
-        f = self.beta_budget_fraction
-        if f <= 0:
-            return by_step
-        by_budget = self.beta_max * min(1.0, max(0.0, (progress - 0.1 * f) / (0.9 * f)))
-        return max(by_step, by_budget)
-
-
-@dataclass
-class Preset:
-    """A named starting point; explicit options override its values."""
-
-    model: dict[str, Any]
-    train: dict[str, Any]
-    description: str
-
-
-PRESETS: dict[str, Preset] = {
-    "tiny": Preset(
-        model=dict(embedding_dim=16, encoder_hidden=32, decoder_hidden=64, latent_dim=8),
-        train=dict(
-            epochs=2,
-            batch_size=32,
-            lr=3e-3,
-            beta_warmup_steps=10,
-            beta_ramp_steps=20,
-            val_every_steps=8,
-            val_batches=5,
-        ),
-        description="tests and smoke runs: trains in seconds",
-    ),
-    "small": Preset(
-        model=dict(
-            embedding_dim=64,
-            encoder_hidden=256,
-            decoder_hidden=512,
-            decoder_layers=1,
-            latent_dim=64,
-        ),
-        train=dict(
-            epochs=100,
-            max_time="1h",
-            batch_size=128,
-            lr=1e-3,
-            # 11,638 steps fit in an hour on 2 idle cores (3,000-5,000 under load): the ramp
-            # must end well inside that.
-            beta_warmup_steps=250,
-            beta_ramp_steps=2000,
-            # At 0.5 the KL fell to ~15 nats by step 1,200 (token accuracy 0.83): too little
-            # in z for exact reconstruction or close analogues. MOSES's VAE ends at 0.05.
-            beta_max=0.1,
-            val_every_steps=250,
-            # Budget-aware recipe (BENCHMARKS_time_to_quality.md): length-bucketed batches, a
-            # cosine learning rate that ends with the budget, and a KL ramp that ends by half of
-            # the budget at the latest (a 10-minute run on a small file still reaches beta_max).
-            lr_schedule="cosine",
-            lr_warmup_steps=100,
-            bucket_batches=50,
-            beta_budget_fraction=0.5,
-        ),
-        description="a useful model on 2 CPU cores in about an hour",
-    ),
-    "finetune": Preset(
-        # Sizes come from the parent (molgen train DATA --from MODEL); the KL weight starts at the
-        # parent's final value (read from the parent file), so there is no warm-up.
-        model=dict(),
-        train=dict(
-            epochs=200,
-            max_time="10m",
-            batch_size=64,
-            lr=2e-4,
-            lr_schedule="cosine",
-            lr_warmup_steps=50,
-            beta_warmup_steps=0,
-            beta_ramp_steps=0,
-            val_every_steps=50,
-            val_batches=10,
-            early_stopping_patience=8,
-            bucket_batches=20,
-            validity_samples=256,
-            min_validity=0.8,
-            export="best",
-        ),
-        description="fine-tuning a parent model on a small file (chosen by --from)",
-    ),
-    "moses": Preset(
-        model=dict(
-            embedding_dim=64,
-            encoder_hidden=256,
-            decoder_hidden=512,
-            decoder_layers=3,
-            latent_dim=128,
-            dropout=0.1,
-        ),
-        train=dict(
-            epochs=80,
-            batch_size=512,
-            lr=5e-4,
-            beta_warmup_steps=2000,
-            beta_ramp_steps=40000,
-            beta_max=0.5,
-            val_every_steps=2000,
-            val_batches=50,
-        ),
-        description="MOSES-VAE scale (GRU 512 x 3 decoder, latent 128), for a GPU",
-    ),
-}
-
-
-@dataclass
-class RunConfig:
-    """Everything needed to (re)start a run; written to ``RUN_DIR/run_config.json``."""
-
-    data_path: str
-    data: dict[str, Any] = field(default_factory=dict)
-    model: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)
-    preset: str = "small"
-    parent: str | None = None
-    init_scheme: str = "mean"
-
-
-def resolve_configs(
-    preset: str, model_overrides: dict[str, Any], train_overrides: dict[str, Any]
-) -> tuple[dict[str, Any], TrainConfig]:
-    """Merge a preset with explicit options (None values mean "not given").
-
-    Returns:
-        (model settings without vocab_size, TrainConfig).
-    """
-    if preset not in PRESETS:
-        raise MolgenError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}.")
-    p = PRESETS[preset]
-    model = {**p.model, **{k: v for k, v in model_overrides.items() if v is not None}}
-    known_model = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
-    unknown = set(model) - known_model
-    if unknown:
-        raise MolgenError(f"unknown model settings: {', '.join(sorted(unknown))}.")
-    train_values = {**p.train, **{k: v for k, v in train_overrides.items() if v is not None}}
-    return model, TrainConfig(**train_values)
-
-
-def parse_max_time(value: str | None) -> timedelta | None:
-    """Parse ``"90s"``, ``"30m"``, ``"1.5h"``, ``"2d"`` or Lightning's ``"DD:HH:MM:SS"``."""
-    if value is None or value == "":
-        return None
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", value)
-    if m:
-        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
-        return timedelta(**{unit: float(m.group(1))})
-    parts = value.split(":")
-    if len(parts) == 4 and all(p.isdigit() for p in parts):
-        d, h, mi, s = (int(p) for p in parts)
-        return timedelta(days=d, hours=h, minutes=mi, seconds=s)
-    raise MolgenError(f"cannot read --max-time {value!r}; use e.g. 90s, 30m, 1h or DD:HH:MM:SS.")
+from molgen.train_config import TrainConfig, parse_max_time
 
 
 def tune_malloc() -> bool:
@@ -438,59 +198,6 @@ class TrainResult:
     summary: dict[str, Any]
 
 
-def _checkpoint_position(path: Path) -> tuple[int, int]:
-    """(optimizer step, epoch) stored in a checkpoint of our own run."""
-    state = torch.load(path, map_location="cpu", weights_only=False)  # our own run's checkpoint
-    return int(state.get("global_step", 0)), int(state.get("epoch", 0))
-
-
-def _last_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint with the most optimizer steps (ties: the newest file)."""
-    ckpts = list((run_dir / CHECKPOINT_DIR).glob("*.ckpt"))
-    if not ckpts:
-        return None
-    return max(ckpts, key=lambda p: (_checkpoint_position(p)[0], p.stat().st_mtime))
-
-
-def load_run_config(run_dir: Path) -> RunConfig:
-    """Read ``RUN_DIR/run_config.json`` (written when the run started)."""
-    path = run_dir / RUN_CONFIG
-    if not path.exists():
-        raise MolgenError(f"{run_dir} has no {RUN_CONFIG}: it is not a molgen run directory.")
-    return RunConfig(**json.loads(path.read_text()))
-
-
-# Files `train` writes into the run directory; a folder holding them that is not a run is refused.
-_RUN_OUTPUTS = ("model.pt", "metrics.csv", "training_curves.png")
-
-
-def check_run_dir(run_dir: Path, resume: bool) -> None:
-    """Refuse to start a run where it would overwrite something that is not a molgen run.
-
-    Raises:
-        MolgenError: resuming a folder with nothing to resume, starting over an existing run, or
-            a non-run folder that holds files with the names a run writes.
-    """
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise MolgenError(f"--out {run_dir} is a file; give a folder for the run.")
-    if resume:
-        if _last_checkpoint(run_dir) is None:
-            raise MolgenError(f"nothing to resume in {run_dir}: it has no checkpoints.")
-        return
-    ckpts = run_dir / CHECKPOINT_DIR
-    if ckpts.exists() and any(ckpts.iterdir()):
-        raise MolgenError(
-            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out."
-        )
-    clash = [name for name in _RUN_OUTPUTS if (run_dir / name).exists()]
-    if clash and not (run_dir / RUN_CONFIG).exists():
-        raise MolgenError(
-            f"--out {run_dir} is not a molgen run but holds {', '.join(clash)}, which training "
-            "would overwrite; choose another --out."
-        )
-
-
 def resolve_threads(requested: int) -> int:
     """Torch threads: ``requested``, or (0) the cores not busy right now, at least one.
 
@@ -548,9 +255,9 @@ def train(
     say = say or (lambda _message: None)
     run_dir = Path(run_dir)
     check_run_dir(run_dir, resume)
-    ckpt_path = _last_checkpoint(run_dir) if resume else None
+    ckpt_path = last_checkpoint(run_dir) if resume else None
     if ckpt_path is not None:
-        step, epoch = _checkpoint_position(ckpt_path)
+        step, epoch = checkpoint_position(ckpt_path)
         say(f"Resuming from {ckpt_path} (step {step}, epoch {epoch}).")
     run_dir.mkdir(parents=True, exist_ok=True)
     _quiet_lightning()
@@ -891,143 +598,3 @@ def plot_training_curves(
     fig.savefig(out_png, dpi=110)
     plt.close(fig)
     return out_png
-
-
-# ---- what a `molgen train` invocation means ------------------------------------------------------
-# Options that may change when a run is resumed (limits and optimisation knobs); everything else
-# (data, architecture, tokens) is fixed by the run and refused.
-RESUME_OVERRIDABLE = (
-    "epochs",
-    "max_steps",
-    "max_time",
-    "lr",
-    "early_stopping_patience",
-    "threads",
-    "val_every_steps",
-    "accelerator",
-    "devices",
-    "num_nodes",
-    "strategy",
-    "precision",
-)
-
-
-def _flags(names: Any) -> str:
-    return ", ".join("--" + k.replace("_", "-") for k in sorted(names))
-
-
-@dataclass
-class RunPlan:
-    """Everything :func:`train` needs, resolved from the options, a saved run or a parent."""
-
-    data_path: Path
-    data_config: DataConfig
-    model_settings: dict[str, Any]
-    train_config: TrainConfig
-    preset: str
-    parent: str | None = None
-    init_scheme: str = "mean"
-
-
-def plan_run(
-    run_dir: Path,
-    data_path: Path | None,
-    data_config: DataConfig,
-    preset: str | None,
-    model_overrides: dict[str, Any],
-    train_overrides: dict[str, Any],
-    resume: bool = False,
-    parent: str | None = None,
-    init_scheme: str = "mean",
-) -> RunPlan:
-    """Resolve a run's settings: a fresh run, ``--resume`` of a saved one, or ``--from`` a parent.
-
-    Args:
-        run_dir: The run directory.
-        data_path: The molecule file (None: the bundled MOSES set, or the saved run's file).
-        data_config: Data-step settings from the options.
-        preset: Preset name (None: ``finetune`` with a parent, else ``small``).
-        model_overrides: Model options (None values: not given).
-        train_overrides: Training options (None values: not given).
-        resume: Continue the saved run in ``run_dir``.
-        parent: Parent model file or ``bundled``.
-        init_scheme: New-token initialisation with a parent.
-
-    Raises:
-        MolgenError: options that contradict the saved run or the parent.
-    """
-    from molgen.data import DEFAULT_DATA
-
-    given_model = {k: v for k, v in model_overrides.items() if v is not None}
-    given_train = {k: v for k, v in train_overrides.items() if v is not None}
-    if resume:
-        saved = load_run_config(run_dir)
-        if parent is not None and parent != saved.parent:
-            raise MolgenError("--from cannot change when resuming; the run keeps its parent.")
-        if data_path is not None and Path(data_path).resolve() != Path(saved.data_path).resolve():
-            raise MolgenError(
-                f"--resume continues the run on {saved.data_path}; it cannot switch to "
-                f"{data_path}. Start a new run (--out) to train on another file."
-            )
-        fixed_model = {k: v for k, v in given_model.items() if saved.model.get(k) != v}
-        if fixed_model:
-            raise MolgenError(
-                f"--resume cannot change the model ({_flags(fixed_model)}); start a new "
-                "run (--out) or continue with --from RUN_DIR/model.pt."
-            )
-        fixed_train = {
-            k
-            for k, v in given_train.items()
-            if k not in RESUME_OVERRIDABLE and k != "seed" and saved.train.get(k) != v
-        }
-        if fixed_train:
-            raise MolgenError(
-                f"--resume cannot change {_flags(fixed_train)}; it may change "
-                f"{_flags(RESUME_OVERRIDABLE)}."
-            )
-        overrides = {k: v for k, v in given_train.items() if k in RESUME_OVERRIDABLE}
-        _, train_config = resolve_configs(saved.preset, {}, {**saved.train, **overrides})
-        model_settings = {
-            k: v for k, v in saved.model.items() if k not in ("vocab_size", "max_length")
-        }
-        return RunPlan(
-            Path(saved.data_path),
-            DataConfig(**saved.data),
-            model_settings,
-            train_config,
-            saved.preset,
-            saved.parent,
-            saved.init_scheme,
-        )
-    if parent is None:
-        model_settings, train_config = resolve_configs(
-            preset or "small", model_overrides, train_overrides
-        )
-        return RunPlan(
-            Path(data_path or DEFAULT_DATA),
-            data_config,
-            model_settings,
-            train_config,
-            preset or "small",
-        )
-
-    from molgen.finetune import load_parent
-
-    if given_model:
-        raise MolgenError(
-            f"with --from the architecture is the parent's; drop {_flags(given_model)}."
-        )
-    if data_path is None:
-        raise MolgenError(
-            "--from needs a molecule file to fine-tune on: molgen train DATA --from MODEL."
-        )
-    par = load_parent(parent)
-    pdata = par.content.get("data_config", {})
-    for key in ("representation", "max_length", "stereo", "largest_fragment"):
-        if key in pdata:
-            setattr(data_config, key, pdata[key])
-    train_defaults = {"beta_max": par.final_beta}
-    _, train_config = resolve_configs(preset or "finetune", {}, {**train_defaults, **given_train})
-    return RunPlan(
-        Path(data_path), data_config, {}, train_config, preset or "finetune", parent, init_scheme
-    )

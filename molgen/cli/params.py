@@ -184,7 +184,7 @@ def duration_seconds(text: str) -> float | None:
 def duration(text: str) -> str:
     """Parse a positive wall time (``--max-time``); returns the text as written.
 
-    ``molgen.train.parse_max_time`` reads the value later; only its form and size are checked.
+    ``molgen.train_config.parse_max_time`` reads it later; only its form and size are checked.
     """
     seconds = duration_seconds(str(text))
     if seconds is None:

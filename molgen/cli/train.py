@@ -188,7 +188,7 @@ def train(
     With --from MODEL (or --from bundled) the run starts from a trained model: its architecture,
     tokens and data settings, with the new file's tokens added (the finetune preset).
     """
-    from molgen.train import plan_run
+    from molgen.runs import plan_run
     from molgen.train import train as run_training
 
     model_overrides = dict(

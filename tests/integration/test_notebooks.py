@@ -55,3 +55,19 @@ def test_mnist_sphere_notebook(tmp_path: Path) -> None:
     assert "best test reconstruction" in text
     assert (out / "latent_sphere.png").exists()
     assert images >= 4  # sphere, reconstructions, prior samples, curves
+
+
+def test_own_molecules_notebook(tmp_path: Path) -> None:
+    data = tmp_path / "mine.csv"
+    rows = (REPO / "data" / "chembl_drugs" / "drugs.csv").read_text().splitlines()
+    data.write_text("\n".join(rows[:121]) + "\nCC(=O)Oc1ccccc1C(=O)O\n")
+    out = tmp_path / "run"
+    nb = run_notebook(
+        "own_molecules.ipynb",
+        f"DATA = {str(data)!r}\nOUT = {str(out)!r}\nMAX_STEPS = 3\nN_SAMPLES = 10\nN_AROUND = 6",
+    )
+    text, images = _outputs(nb)
+    assert "new tokens added to the vocabulary" in text and "[C@@H]" in text
+    assert "molecules encoded" in text and "analogues of" in text
+    assert (out / "model.pt").exists() and (out / "latent.csv").exists()
+    assert images >= 4  # training curves, latent map, samples grid, analogues grid

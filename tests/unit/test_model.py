@@ -11,7 +11,7 @@ from molgen.model import (
     model_file_dict,
     read_model_file,
 )
-from molgen.train import TrainConfig, parse_max_time, resolve_configs
+from molgen.train_config import TrainConfig, parse_max_time, resolve_configs
 
 
 def _batch(vocab_size=12, batch=5, seed=0):

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from molgen.schedule import budget_progress, lr_factor
-from molgen.train import PRESETS, TrainConfig
+from molgen.train_config import PRESETS, TrainConfig
 
 
 def test_progress_is_the_most_advanced_limit() -> None:
