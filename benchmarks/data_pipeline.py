@@ -29,8 +29,8 @@ from molgen.data import (
     _canonical_from_mol,
     _resolve_jobs,
     prepare_dataset,
-    read_smiles_file,
 )
+from molgen.readers import read_smiles_file
 from molgen.tokenizer import get_tokenizer
 
 

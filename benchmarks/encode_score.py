@@ -23,6 +23,7 @@ import gzip
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -261,7 +262,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="Write the Markdown here.")
     args = parser.parse_args()
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    command = "python benchmarks/encode_score.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/encode_score.py " + shlex.join(sys.argv[1:])
     sizes = [int(s) for s in args.encode_sizes.split(",") if s.strip()]
     formats = [f.strip().lstrip(".") for f in args.formats.split(",") if f.strip()]
     with tempfile.TemporaryDirectory(prefix="molgen-bench-") as tmp:

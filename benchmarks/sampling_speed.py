@@ -136,8 +136,8 @@ def decoding_statistics(model, n: int, limits: list[int], seed: int) -> list[dic
 def beam_figures(model, reference: Path, n_recon: int, n_paths: int, widths: list[int]) -> list:
     import numpy as np
 
-    from molgen.data import read_smiles_file
     from molgen.evaluate import EvaluateConfig, model_metrics
+    from molgen.readers import read_smiles_file
 
     smiles, _ = read_smiles_file(reference)
     rng = np.random.default_rng(0)

@@ -9,8 +9,9 @@ with the same wall-clock budget, one after the other:
 
 and the bundled model untouched as a reference. Each model is scored on N prior samples at
 temperature 1, decoded ONCE (single-pass validity, no retries): validity, uniqueness, novelty
-against the training split, FCD to the held-out drugs (with the FCD floor of this held-out set:
-training-split molecules, as many as the valid samples, against the held-out drugs), mean
+against the training split; FCD to the held-out drugs on the same number of valid samples for
+every model (`--fcd-n`; FCD depends strongly on set size), with the FCD floor of this held-out set
+(as many training-split molecules against the held-out drugs), mean
 nearest-neighbour Tanimoto to the held-out drugs (SNN), exact greedy reconstruction of the held-out
 drugs, and the share of held-out drugs each model cannot read (unknown tokens, too long).
 
@@ -94,8 +95,14 @@ def readable(model: Any, smiles: list[str]) -> tuple[list[str], dict[str, int]]:
 
 
 def score(
-    model_path: Path, train_smiles: list[str], heldout: list[str], n: int, seed: int
+    model_path: Path, train_smiles: list[str], heldout: list[str], n: int, seed: int, fcd_n: int
 ) -> dict[str, Any]:
+    """Single-pass metrics on the first ``n`` prior samples; FCD and SNN on ``fcd_n`` valid ones.
+
+    FCD depends strongly on the number of molecules, so every model is compared on the same
+    number of valid samples (drawing more prior samples when needed, up to 100 x ``fcd_n``), and
+    the floor (training-split molecules against the held-out drugs) uses that number too.
+    """
     import torch
 
     from molgen import metrics
@@ -104,10 +111,14 @@ def score(
     torch.manual_seed(seed)
     m = load_model(model_path)
     samples: list[str] = []
-    for start in range(0, n, 500):
-        z = m.prior_z(min(500, n - start))
-        samples += m.decode(z, greedy=False, temperature=1.0)
-    valid = metrics.valid_canonical(samples)
+    valid_all: list[str] = []
+    while len(samples) < n or (len(valid_all) < fcd_n and len(samples) < 100 * fcd_n):
+        batch = m.decode(m.prior_z(500), greedy=False, temperature=1.0)
+        samples += batch
+        valid_all += metrics.valid_canonical(batch)
+    first = samples[:n]
+    valid = metrics.valid_canonical(first)
+    fcd_set = valid_all[:fcd_n]
     train_canon = set(metrics.valid_canonical(train_smiles))
     ok, why = readable(m, heldout)
     recon = m.reconstruct(ok) if ok else []
@@ -115,16 +126,17 @@ def score(
         metrics.canonical_smiles(a) == metrics.canonical_smiles(b)
         for a, b in zip(ok, recon, strict=True)
     )
-    floor_ref = random.Random(seed).sample(sorted(train_canon), min(len(valid), len(train_canon)))
+    floor_ref = random.Random(seed).sample(sorted(train_canon), min(len(fcd_set), len(train_canon)))
     return {
         "model": str(model_path),
         "samples": n,
         "validity": len(valid) / n,
-        "uniqueness": metrics.uniqueness(samples),
-        "novelty": metrics.novelty(samples, train_canon, train_is_canonical=True),
-        "fcd_heldout": metrics.fcd_distance(valid, heldout) if len(valid) > 1 else None,
+        "uniqueness": metrics.uniqueness(first),
+        "novelty": metrics.novelty(first, train_canon, train_is_canonical=True),
+        "fcd_molecules": len(fcd_set),
+        "fcd_heldout": metrics.fcd_distance(fcd_set, heldout) if len(fcd_set) > 1 else None,
         "fcd_floor": metrics.fcd_distance(floor_ref, heldout),
-        "snn_heldout": metrics.snn(valid, heldout) if valid else None,
+        "snn_heldout": metrics.snn(fcd_set, heldout) if fcd_set else None,
         "heldout_readable": len(ok),
         "heldout_dropped": why,
         "heldout_dropped_unknown_share": why["unknown tokens"] / len(heldout),
@@ -193,13 +205,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/transfer"))
     ap.add_argument("--budget", default="10m")
     ap.add_argument("--samples", type=int, default=2000)
+    ap.add_argument("--fcd-n", type=int, default=1000, help="valid molecules per FCD")
+    ap.add_argument("--extra", action="append", default=[], help="NAME=RUN_DIR: score another run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: auto)")
     ap.add_argument("--skip-init", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from molgen.data import read_smiles_file
+    from molgen.readers import read_smiles_file
 
     train_file, heldout_file = split(args.out, args.seed)
     train_smiles, _ = read_smiles_file(train_file)
@@ -225,9 +239,16 @@ def main() -> None:
                 args.out / f"{name}.log",
             )
             results[f"{name}_process_wall_s"] = wall
-        results[name] = score(run / "model.pt", train_smiles, heldout, args.samples, args.seed)
+        results[name] = score(
+            run / "model.pt", train_smiles, heldout, args.samples, args.seed, args.fcd_n
+        )
         print(json.dumps(results[name], indent=1), flush=True)
-    results["bundled"] = score(BUNDLED, train_smiles, heldout, args.samples, args.seed)
+    for spec in args.extra:
+        name, run = spec.split("=", 1)
+        results[name] = score(
+            Path(run) / "model.pt", train_smiles, heldout, args.samples, args.seed, args.fcd_n
+        )
+    results["bundled"] = score(BUNDLED, train_smiles, heldout, args.samples, args.seed, args.fcd_n)
     if not args.skip_init:
         results["init_nll"] = init_nll(train_file, heldout)
     results["load_after"] = os.getloadavg()

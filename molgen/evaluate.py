@@ -13,7 +13,11 @@ What is computed (see ``molgen.metrics`` for the MOSES definitions):
   to a retry limit) and decodings per molecule. ``validity`` itself is always the single-pass
   decoder's, comparable with MOSES and GuacaMol tables.
 
-The samples come from a model (:class:`MolgenGenerator`) or from a file (:class:`ListGenerator`).
+The samples come from a model (``molgen.guacamol_adapter.MolgenGenerator``) or from a file
+(``molgen.guacamol_adapter.ListGenerator``). This module holds the settings, the cached reference
+and training-set statistics, the metric computation and :func:`evaluate`; the GuacaMol adapters and
+benchmarks are in ``molgen.guacamol_adapter``, the table, JSON and Markdown reports in
+``molgen.evaluate_report``.
 """
 
 from __future__ import annotations
@@ -28,293 +32,29 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from molgen import metrics
 from molgen.data import DATA_DIR, DEFAULT_DATA, default_cache_dir
 from molgen.errors import MolgenError
-from molgen.outputs import atomic_output, atomic_path
+from molgen.evaluate_report import _plain
+from molgen.guacamol_adapter import (
+    GUACAMOL_STANDARD_SAMPLES,
+    ListGenerator,
+    MolgenGenerator,
+    guacamol_scores,
+)
 
-# ---- GuacaMol on today's libraries ---------------------------------------------------------
-#: fcd 1.2.2 ships this ChemNet file; guacamol 0.5.5 defaults to fcd 1.1's ``.h5`` name.
-CHEMNET_FILE = "ChemNet_v0.13_pretrained.pt"
+if TYPE_CHECKING:
+    from guacamol.distribution_matching_generator import DistributionMatchingGenerator
 
-
-def apply_guacamol_shims() -> None:
-    """Make guacamol 0.5.5 work with today's SciPy and fcd 1.2.2 (never edits site-packages).
-
-    * ``guacamol.utils.chemistry`` does ``from scipy import histogram``, which SciPy removed;
-      it was an alias of ``numpy.histogram``.
-    * ``FrechetBenchmark`` reads its ChemNet file from the ``fcd`` package by name (with
-      ``pkgutil.get_data``) and passes the path to ``fcd.load_ref_model``, which
-      ``torch.load``s it; the default name is fcd 1.1's ``ChemNet_v0.13_pretrained.h5``, which fcd
-      1.2.2 does not ship. The default becomes fcd 1.2.2's ``.pt`` file, so guacamol's own
-      ``assess_distribution_learning`` works too.
-    """
-    import scipy
-
-    if not hasattr(scipy, "histogram"):
-        scipy.histogram = np.histogram  # type: ignore[attr-defined]
-    from guacamol.frechet_benchmark import FrechetBenchmark
-
-    init = FrechetBenchmark.__init__
-    if init.__defaults__ and init.__defaults__[0] != CHEMNET_FILE:
-        init.__defaults__ = (CHEMNET_FILE, *init.__defaults__[1:])
-
-
-apply_guacamol_shims()
-
-from guacamol.distribution_matching_generator import DistributionMatchingGenerator  # noqa: E402
-
-#: GuacaMol's standard sample count (its public ``assess_distribution_learning`` uses 10,000).
-GUACAMOL_STANDARD_SAMPLES = 10_000
+# ---- settings and cached reference statistics ----------------------------------------------
 MOSES_TRAIN = DEFAULT_DATA
 _CACHE_FORMAT = 1
 
 
-class MolgenGenerator(DistributionMatchingGenerator):
-    """GuacaMol generator adapter around a molgen model (``molgen.sampling.load_model``).
-
-    Every ``generate`` call draws fresh prior samples: call ``i`` uses a seed derived from
-    ``(seed, i)``, so a run is reproducible and repeated calls (GuacaMol tops up invalid or
-    duplicate molecules by calling again) do not repeat molecules.
-
-    With ``max_retries=None`` (the default) it is the single-pass decoder: each prior code is
-    decoded once and the raw string handed out, valid or not, which is what MOSES and GuacaMol
-    tables report. With ``max_retries=K`` it is ``molgen sample``'s sampler: a code whose string
-    is invalid is decoded again up to K times, and only codes given up hand out an invalid string.
-
-    Example:
-        >>> from guacamol.assess_distribution_learning import assess_distribution_learning
-        >>> assess_distribution_learning(MolgenGenerator(load_model(path)), "chembl_train.smi")
-    """
-
-    def __init__(
-        self,
-        model: Any,
-        seed: int = 0,
-        temperature: float = 1.0,
-        batch_size: int = 512,
-        max_retries: int | None = None,
-    ) -> None:
-        self.model = model
-        self.seed = seed
-        self.temperature = temperature
-        self.batch_size = batch_size
-        self.max_retries = max_retries
-        self.calls = 0
-
-    @property
-    def description(self) -> str:
-        """Which generator this is, in words (for reports)."""
-        if self.max_retries is None:
-            return "single-pass decoder (each prior code decoded once, invalid strings kept)"
-        return f"sampler with up to {self.max_retries} retries per code (molgen sample's)"
-
-    def _next_seed(self) -> int:
-        seed = int(np.random.SeedSequence([self.seed, self.calls]).generate_state(1)[0] % 2**31)
-        self.calls += 1
-        return seed
-
-    def decode(self, number_samples: int, max_retries: int) -> Any:
-        """One call's prior codes decoded with retries: a ``molgen.decoding.DecodeResult``.
-
-        Its ``first`` strings are what ``generate`` hands out with ``max_retries=None`` for the
-        same call, its ``sampler_strings()`` what it hands out with ``max_retries`` set.
-        """
-        return self.model.sample_decoded(
-            number_samples,
-            temperature=self.temperature,
-            seed=self._next_seed(),
-            batch_size=self.batch_size,
-            max_retries=max_retries,
-            progress=False,
-        )
-
-    def generate(self, number_samples: int) -> list[str]:
-        """Sample ``number_samples`` strings from the prior (see the class for which)."""
-        if number_samples <= 0:
-            self.calls += 1
-            return []
-        if self.max_retries is not None:
-            return self.decode(number_samples, self.max_retries).sampler_strings()
-        return list(
-            self.model.sample(
-                number_samples,
-                temperature=self.temperature,
-                seed=self._next_seed(),
-                batch_size=self.batch_size,
-                progress=False,
-            )
-        )
-
-
-class ListGenerator(DistributionMatchingGenerator):
-    """GuacaMol generator that hands out a fixed list of molecules (e.g. a samples file).
-
-    ``generate(k)`` returns the next k molecules of the list; once the list is used up it asks
-    ``fallback`` (a live generator) or, without one, returns only what is left (possibly
-    nothing). GuacaMol's validity and uniqueness are then those of the list itself: invalid or
-    duplicate molecules cannot be replaced by new ones, so they lower the scores as they should.
-    Call :meth:`reset` before each benchmark so each one sees the list from the start.
-    """
-
-    def __init__(
-        self, smiles: Sequence[str], fallback: DistributionMatchingGenerator | None = None
-    ) -> None:
-        self.smiles = list(smiles)
-        self.fallback = fallback
-        self.position = 0
-
-    def reset(self) -> None:
-        """Start handing out the list from its first molecule again."""
-        self.position = 0
-
-    def generate(self, number_samples: int) -> list[str]:
-        """The next ``number_samples`` molecules (fewer if the list ends and has no fallback)."""
-        out = self.smiles[self.position : self.position + number_samples]
-        self.position += len(out)
-        missing = number_samples - len(out)
-        if missing > 0 and self.fallback is not None:
-            out += self.fallback.generate(missing)
-        return out
-
-
-def _guacamol_benchmarks(
-    reference: Sequence[str], train_flat: set[str] | None, number_samples: int
-) -> list[Any]:
-    """The distribution-learning suite v1 of guacamol (its classes), at ``number_samples``."""
-    from guacamol.distribution_learning_benchmark import (
-        DistributionLearningBenchmark,
-        KLDivBenchmark,
-        NoveltyBenchmark,
-        UniquenessBenchmark,
-        ValidityBenchmark,
-    )
-    from guacamol.frechet_benchmark import FrechetBenchmark
-
-    class GuardedFrechetBenchmark(FrechetBenchmark):
-        # guacamol's FrechetBenchmark, except that fewer than 2 valid molecules raise instead of
-        # sending NaN statistics into scipy's sqrtm (which then never returns).
-        def _calculate_distribution_statistics(self, model: Any, molecules: list[str]) -> Any:
-            if len(molecules) < 2:
-                raise ValueError(f"FCD needs at least 2 valid molecules, got {len(molecules)}")
-            return super()._calculate_distribution_statistics(model, molecules)
-
-    class CachedNoveltyBenchmark(NoveltyBenchmark):
-        # guacamol's NoveltyBenchmark with its training set canonicalized beforehand (in
-        # parallel, cached) exactly as its __init__ would: canonicalize(s, stereo=False).
-        def __init__(self, number_samples: int, training_set_canonical: set[str]) -> None:
-            DistributionLearningBenchmark.__init__(self, "Novelty", number_samples)
-            self.training_set_molecules = training_set_canonical
-
-    benchmarks: list[Any] = [
-        ValidityBenchmark(number_samples=number_samples),
-        UniquenessBenchmark(number_samples=number_samples),
-    ]
-    if train_flat is not None:
-        benchmarks.append(CachedNoveltyBenchmark(number_samples, train_flat))
-    benchmarks += [
-        GuardedFrechetBenchmark(
-            training_set=list(reference),
-            chemnet_model_filename=CHEMNET_FILE,
-            sample_size=number_samples,
-        ),
-        KLDivBenchmark(number_samples=number_samples, training_set=list(reference)),
-    ]
-    return benchmarks
-
-
-def _chemnet_probe(benchmark: Any, reference: Sequence[str]) -> Any:
-    """A small ChemNet run to pick torch's thread count for a large FCD benchmark, else None."""
-    from guacamol.frechet_benchmark import FrechetBenchmark
-
-    if not isinstance(benchmark, FrechetBenchmark):
-        return None
-    if benchmark.sample_size < metrics.THREAD_PROBE_MIN:
-        return None
-    import fcd
-
-    head = metrics.valid_canonical(reference[:128])
-
-    def probe() -> None:
-        fcd.get_predictions(fcd.load_ref_model(), head, n_jobs=0)
-
-    return probe
-
-
-def guacamol_scores(
-    generator: DistributionMatchingGenerator,
-    reference: Sequence[str],
-    train_flat: set[str] | None = None,
-    number_samples: int = GUACAMOL_STANDARD_SAMPLES,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Run GuacaMol's distribution-learning benchmarks (validity, uniqueness, novelty, FCD, KL).
-
-    The scores come from guacamol's own ``assess_model`` methods. KL divergence and FCD compare
-    with ``reference`` (guacamol draws its own random subset of ``number_samples`` with seed 42);
-    novelty compares with the training set (skipped when ``train_flat`` is None). The public
-    ``guacamol.assess_distribution_learning`` always uses 10,000 samples and needs 10,000+
-    reference molecules; smaller sets run the same classes at a smaller ``number_samples``, which
-    the result records (``standard`` is False then). GuacaMol's own quirks are kept: its novelty
-    and KL benchmarks count an empty string as a (novel, unique) molecule, because its
-    ``canonicalize('')`` returns ``''`` rather than None.
-
-    Args:
-        generator: Source of molecules; a :class:`ListGenerator` is rewound before each benchmark.
-        reference: Molecules whose distribution should be matched (KL divergence, FCD).
-        train_flat: Non-isomeric canonical SMILES of the training set (for novelty).
-        number_samples: Molecules per benchmark.
-        progress: Show a progress bar over the benchmarks.
-
-    Returns:
-        ``{"number_samples", "standard", "results": {name: {"score", "metadata", "seconds"}}}``.
-    """
-    if number_samples > len(reference):
-        raise MolgenError(
-            f"GuacaMol's KL/FCD benchmarks need at least {number_samples} reference molecules, "
-            f"the reference has {len(reference)}; use fewer samples (-n)."
-        )
-    benchmarks = _guacamol_benchmarks(reference, train_flat, number_samples)
-    iterator: Any = benchmarks
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(benchmarks, desc="GuacaMol", unit="benchmark", leave=False)
-    results: dict[str, Any] = {}
-    for benchmark in iterator:
-        if isinstance(generator, ListGenerator):
-            generator.reset()
-        start = time.perf_counter()
-        probe = _chemnet_probe(benchmark, reference)
-        try:
-            # one torch thread for small ChemNet runs and for the non-ChemNet benchmarks
-            with metrics.adaptive_torch_threads(probe, default=1), metrics.one_blas_thread():
-                result = benchmark.assess_model(generator)
-        except (ValueError, IndexError, ZeroDivisionError, np.linalg.LinAlgError) as exc:
-            # e.g. KL divergence or FCD of fewer than 2 valid/unique molecules: undefined
-            results[benchmark.name] = {
-                "score": None,
-                "error": f"{type(exc).__name__}: {exc}",
-                "seconds": round(time.perf_counter() - start, 2),
-            }
-            continue
-        results[result.benchmark_name] = {
-            "score": float(result.score),
-            "metadata": _plain(result.metadata),
-            "seconds": round(time.perf_counter() - start, 2),
-        }
-    return {
-        "number_samples": number_samples,
-        "standard": number_samples == GUACAMOL_STANDARD_SAMPLES,
-        "results": results,
-    }
-
-
-# ---- settings and cached reference statistics ----------------------------------------------
 @dataclass
 class EvaluateConfig:
     """Settings of one evaluation (all recorded in the JSON report).
@@ -586,7 +326,7 @@ def load_training_set(path: Path, config: EvaluateConfig, reason: str = "") -> T
 
     import rdkit
 
-    from molgen.data import file_fingerprint, read_smiles_file
+    from molgen.readers import file_fingerprint, read_smiles_file
 
     _require_file(path, "training")
     sha = file_fingerprint(path)
@@ -630,7 +370,7 @@ def resolve_training_file(
     (as written, or relative to the molgen checkout) when its SHA-256 still matches; otherwise
     none: novelty is then not reported rather than measured against a set the model never saw.
     """
-    from molgen.data import file_fingerprint
+    from molgen.readers import file_fingerprint
 
     if train is not None:
         return train, "--train"
@@ -838,7 +578,7 @@ class Evaluation:
 
 
 def _file_info(path: Path) -> dict[str, Any]:
-    from molgen.data import file_fingerprint
+    from molgen.readers import file_fingerprint
 
     return {"path": str(path), "sha256": file_fingerprint(path)}
 
@@ -912,7 +652,7 @@ def evaluate(
     Raises:
         MolgenError: Both or neither of model and samples, missing or bad files, too few molecules.
     """
-    from molgen.data import read_smiles_file
+    from molgen.readers import read_smiles_file
 
     config = config or EvaluateConfig()
     if (model is None) == (samples_path is None):
@@ -1062,260 +802,3 @@ def evaluate(
         "warnings": warnings,
     }
     return Evaluation(report, samples, feats, ref.properties)
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready copy: numpy scalars to Python, NaN/inf to None, tuples to lists."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-# ---- output ----------------------------------------------------------------------------------
-_ROWS: list[tuple[str, str, str]] = [
-    # (label, section, key)
-    ("Validity", "metrics", "validity"),
-    ("Uniqueness (of valid)", "metrics", "uniqueness"),
-    ("Novelty", "metrics", "novelty"),
-    ("FCD (MOSES, lower is better)", "metrics", "fcd"),
-    ("SNN", "metrics", "snn"),
-    ("Frag", "metrics", "frag"),
-    ("Scaf", "metrics", "scaf"),
-    ("IntDiv1", "metrics", "intdiv1"),
-    ("IntDiv2", "metrics", "intdiv2"),
-    ("Filters (samples)", "metrics", "filters"),
-    ("Filters (reference)", "metrics", "filters_reference"),
-]
-_MODEL_ROWS: list[tuple[str, str]] = [
-    ("Reconstruction (exact)", "reconstruction_exact"),
-    ("Per-token accuracy", "token_accuracy"),
-    ("Prior validity (T=1)", "prior_validity_t1"),
-    ("Interpolation: valid", "interpolation_valid"),
-    ("Interpolation: distinct", "interpolation_distinct"),
-]
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
-def metric_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
-    """(label, formatted value) rows of the headline numbers, in display order."""
-    rows = [(label, _fmt(report[section].get(key))) for label, section, key in _ROWS]
-    sampler = report.get("sampler")
-    if sampler:
-        rows[0] = ("Validity (single pass)", rows[0][1])
-        k = sampler["max_retries"]
-        rows[1:1] = [
-            (f"Sampler validity (<= {k} retries)", _fmt(sampler.get("sampler_validity"))),
-            ("Decodings per molecule (sampler)", _fmt(sampler.get("decodings_per_molecule"))),
-        ]
-    for name, value in (report["metrics"].get("wasserstein") or {}).items():
-        rows.append((f"Wasserstein {name}", _fmt(value)))
-    if report.get("guacamol"):
-        for name, res in report["guacamol"]["results"].items():
-            rows.append((f"GuacaMol {name}", _fmt(res["score"])))
-    if report.get("model"):
-        decoding = report["model"].get("decoding", "greedy")
-        for label, key in _MODEL_ROWS:
-            if decoding != "greedy" and key.startswith(("reconstruction", "interpolation")):
-                label += f" [{decoding}]"
-            rows.append((label, _fmt(report["model"].get(key))))
-    return rows
-
-
-def validity_note(report: dict[str, Any]) -> str | None:
-    """Which validity is which, and which generator GuacaMol ran on (None for a samples file)."""
-    sampler = report.get("sampler")
-    if not sampler:
-        return None
-    text = (
-        "Validity is the single-pass decoder's (each prior code decoded once), as MOSES and "
-        f"GuacaMol tables count it; the sampler re-decodes a code with an invalid string up to "
-        f"{sampler['max_retries']} times"
-    )
-    if sampler.get("greedy"):
-        text += " (greedy decoding: no retries are made, it is deterministic)"
-    guaca = report.get("guacamol")
-    if guaca and guaca.get("generator"):
-        text += f". GuacaMol ran on the {guaca['generator']}"
-    return text + "."
-
-
-def format_table(report: dict[str, Any]) -> str:
-    """A plain-text table of the headline numbers for the terminal."""
-    rows = metric_rows(report)
-    width = max(len(label) for label, _ in rows)
-    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -------"]
-    lines += [f"{label:<{width}}  {value}" for label, value in rows]
-    samples = report["inputs"]["samples"]
-    lines.append("")
-    lines.append(
-        f"{samples['n']} samples vs {report['inputs']['reference']['n']} reference molecules; "
-        f"novelty set: {report['inputs']['train']['reason']}"
-    )
-    if report.get("guacamol"):
-        g = report["guacamol"]
-        kind = "standard" if g["standard"] else "NOT the standard 10,000 (smaller sets)"
-        generator = f"; generator: {g['generator']}" if g.get("generator") else ""
-        lines.append(f"GuacaMol: {g['number_samples']} samples per benchmark, {kind}{generator}")
-    note = validity_note(report)
-    if note:
-        lines.append(note)
-    return "\n".join(lines)
-
-
-def write_json(report: dict[str, Any], path: Path) -> Path:
-    """Write the report as JSON (every number and setting)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_plain(report), indent=2, allow_nan=False) + "\n"
-    with atomic_output(path) as handle:
-        handle.write(text)
-    return path
-
-
-def plot_properties(
-    sample_props: dict[str, np.ndarray], ref_props: dict[str, np.ndarray], out: Path
-) -> Path:
-    """Histograms of MW, logP, QED and TPSA: samples against the reference (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(metrics.PROPERTY_NAMES), figsize=(16, 3.6))
-    for ax, name in zip(axes, metrics.PROPERTY_NAMES, strict=True):
-        ref = ref_props.get(name, np.zeros(0))
-        gen = sample_props.get(name, np.zeros(0))
-        both = np.concatenate([ref, gen])
-        if both.size:
-            lo, hi = np.percentile(both, [0.5, 99.5])
-            bins = np.linspace(lo, hi if hi > lo else lo + 1, 50)
-            for values, label in ((ref, "reference"), (gen, "samples")):
-                inside = values[(values >= bins[0]) & (values <= bins[-1])]
-                if inside.size:  # density of an empty histogram divides by zero
-                    ax.hist(
-                        inside, bins=bins, density=True, alpha=0.5, label=f"{label} ({len(values)})"
-                    )
-        ax.set_title(name)
-        ax.set_ylabel("density")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def draw_molecules(smiles: Sequence[str], out: Path, n: int = 24, per_row: int = 6) -> Path | None:
-    """Grid picture of the first ``n`` distinct valid molecules (None when there is none)."""
-    from rdkit.Chem import Draw
-
-    mols, legends = [], []
-    seen: set[str] = set()
-    for s in smiles:
-        mol = metrics.to_mol(s)
-        if mol is None:
-            continue
-        canon = metrics.Chem.MolToSmiles(mol)
-        if canon in seen:
-            continue
-        seen.add(canon)
-        mols.append(mol)
-        legends.append(str(len(mols)))
-        if len(mols) >= n:
-            break
-    if not mols:
-        return None
-    img = Draw.MolsToGridImage(
-        mols, molsPerRow=min(per_row, len(mols)), subImgSize=(220, 220), legends=legends
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        img.save(str(tmp))
-    return out
-
-
-def report_pictures(path: Path) -> tuple[Path, Path]:
-    """The two pictures :func:`write_markdown` writes beside a report: molecules, properties."""
-    path = Path(path)
-    return (
-        path.with_name(f"{path.stem}_molecules.png"),
-        path.with_name(f"{path.stem}_properties.png"),
-    )
-
-
-def write_markdown(evaluation: Evaluation, path: Path) -> list[Path]:
-    """Write the Markdown report, with a molecule grid and property histograms beside it.
-
-    Returns:
-        The files written (report first).
-    """
-    report = evaluation.report
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid_path, hist_path = report_pictures(path)
-    grid = draw_molecules(evaluation.samples, grid_path)
-    hist = plot_properties(
-        evaluation.sample_features.properties, evaluation.reference_properties, hist_path
-    )
-    inputs = report["inputs"]
-    lines = ["# molgen evaluation", ""]
-    if "model" in inputs:
-        lines.append(f"- Model: `{inputs['model'].get('path', '(in memory)')}`")
-    else:
-        lines.append(f"- Samples: `{inputs['samples']['path']}` (first {inputs['samples']['n']})")
-    lines.append(
-        f"- Reference: `{inputs['reference']['path']}` ({inputs['reference']['n']} molecules)"
-    )
-    lines.append(
-        f"- Novelty against: {inputs['train'].get('path') or 'none'} ({inputs['train']['reason']})"
-    )
-    lines.append(
-        f"- Samples evaluated: {report['metrics']['n']}, seed {report['settings']['seed']}, "
-        f"temperature {report['settings']['temperature']}"
-    )
-    lines += [f"- **Warning:** {w}." for w in report.get("warnings", [])]
-    lines += ["", "| metric | value |", "|---|---|"]
-    lines += [f"| {label} | {value} |" for label, value in metric_rows(report)]
-    lines.append("")
-    lines.append(
-        "MOSES definitions (Polykovskiy et al. 2020); FCD is the distance (lower is better), "
-        "GuacaMol's FCD score is exp(-0.2 FCD) against its own random reference subset of the "
-        "benchmark's sample size. Filters use "
-        "RDKit's catalogs (" + ", ".join(report["settings"]["filter_catalogs"]) + "), not MOSES' "
-        "MCF list, so compare the samples' value with the reference's."
-    )
-    if report.get("guacamol"):
-        g = report["guacamol"]
-        lines.append("")
-        lines.append(
-            f"GuacaMol ran its own benchmark classes with {g['number_samples']} samples"
-            + ("" if g["standard"] else " (not the standard 10,000: a smaller set was given)")
-            + "."
-        )
-        if g.get("note"):
-            lines.append(f"Note: {g['note']}.")
-    note = validity_note(report)
-    if note:
-        lines += ["", note]
-    if grid is not None:
-        lines += ["", "## Samples", "", f"![molecules]({grid.name})"]
-    lines += ["", "## Properties (samples vs reference)", "", f"![properties]({hist.name})"]
-    lines += ["", "## Versions", ""]
-    lines += [f"- {k}: {v}" for k, v in report["versions"].items()]
-    with atomic_output(path) as handle:
-        handle.write("\n".join(lines) + "\n")
-    return [path] + ([grid] if grid is not None else []) + [hist]

@@ -1,6 +1,6 @@
 """Molecule files read as a stream: per record the SMILES, its line number and the columns kept.
 
-``molgen.data.read_smiles_file`` loads a whole file, as the data step needs; commands that go
+``molgen.readers.read_smiles_file`` loads a whole file, as the data step needs; commands that go
 through a file once (``molgen encode``, ``molgen score``) read it here record by record, so their
 memory does not grow with the file. The formats and the SMILES-column detection are the data
 step's: ``.csv``/``.tsv`` (delimiter sniffed or given, quoted fields, a header row, SMILES column
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from molgen.data import (
+from molgen.errors import MolgenError
+from molgen.readers import (
     _SNIFF_SEPS,
     SMILES_FILE_SUFFIXES,
     _base_suffix,
@@ -33,7 +34,6 @@ from molgen.data import (
     _sniff_sep,
     normalize_sep,
 )
-from molgen.errors import MolgenError
 
 _HEAD_LINES = 200  # lines read ahead to detect the format and the SMILES column
 

@@ -9,6 +9,7 @@ import typer
 
 from molgen.cli.app import app, fail
 from molgen.cli.options import SepOpt, SmilesColumnOpt
+from molgen.cli.params import SEED_MAX, integer, torch_device
 
 _ARGS_HELP = "[MODEL] FILE: the model (default: the bundled model) and the molecule file."
 IdColumnOpt = typer.Option(
@@ -16,7 +17,7 @@ IdColumnOpt = typer.Option(
     "--id-column",
     help="Input column to copy to the output (repeat for several; default: all but SMILES).",
 )
-DeviceOpt = typer.Option("cpu", help="cpu, cuda or auto.")
+DeviceOpt = typer.Option("cpu", parser=torch_device(), help="cpu, cuda, cuda:N or auto.")
 
 
 def _model_and_file(args: list[str], command: str) -> tuple[Path | None, Path]:
@@ -59,7 +60,9 @@ def encode(
     smiles_column: SmilesColumnOpt = None,
     sep: SepOpt = None,
     id_column: list[str] | None = IdColumnOpt,
-    batch_size: int = typer.Option(512, min=1, help="Molecules per encoder batch."),
+    batch_size: int = typer.Option(
+        512, parser=integer(1, 1_000_000), help="Molecules per encoder batch."
+    ),
     device: str = DeviceOpt,
 ) -> None:
     """Encode each molecule of a file: posterior mean (mu) and concentration (rho for spCauchy).
@@ -92,9 +95,15 @@ def score(
         ..., "-o", "--output", help="Output: .csv or .parquet (rejected rows beside it)."
     ),
     samples: int = typer.Option(
-        100, "--samples", "-k", min=1, help="Importance samples per molecule (K)."
+        100,
+        "--samples",
+        "-k",
+        parser=integer(1, 1_000_000),
+        help="Importance samples per molecule (K).",
     ),
-    seed: int = typer.Option(0, help="Seed of the samples: same seed, same scores."),
+    seed: int = typer.Option(
+        0, parser=integer(0, SEED_MAX), help="Seed of the samples: same seed, same scores."
+    ),
     smiles_column: SmilesColumnOpt = None,
     sep: SepOpt = None,
     id_column: list[str] | None = IdColumnOpt,

@@ -88,14 +88,9 @@ def evaluate(
     ),
 ) -> None:
     """Score a model or a file of SMILES: MOSES metrics, GuacaMol scores, model metrics."""
-    from molgen.evaluate import (
-        EvaluateConfig,
-        format_table,
-        report_pictures,
-        write_json,
-        write_markdown,
-    )
+    from molgen.evaluate import EvaluateConfig
     from molgen.evaluate import evaluate as run_evaluation
+    from molgen.evaluate_report import format_table, report_pictures, write_json, write_markdown
     from molgen.outputs import check_output_path
 
     if reference is None:

@@ -12,8 +12,8 @@ from molgen.cli.params import choice, integer, share
 
 def _sep(text: str) -> str:
     """Parse ``--sep``: one character, or tab, comma, semicolon, space, pipe."""
-    from molgen.data import normalize_sep
     from molgen.errors import MolgenError
+    from molgen.readers import normalize_sep
 
     try:
         normalize_sep(text)

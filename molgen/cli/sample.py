@@ -95,7 +95,8 @@ def sample(
     m = load_model(model, device=device)
     novel_set = None
     if novel_against is not None:
-        from molgen.data import canonicalize, read_smiles_file
+        from molgen.data import canonicalize
+        from molgen.readers import read_smiles_file
 
         raw, _ = read_smiles_file(novel_against)
         novel_set = {c for c in (canonicalize(s) for s in raw) if c}

@@ -19,14 +19,12 @@ from molgen.data import (
     DataConfig,
     PreparedData,
     canonicalize,
-    file_fingerprint,
     format_summary,
-    normalize_sep,
     prepare_dataset,
     randomize_smiles,
-    read_smiles_file,
 )
 from molgen.errors import MolgenError
+from molgen.readers import file_fingerprint, normalize_sep, read_smiles_file
 from molgen.tokenizer import SmilesTokenizer, Vocabulary, get_tokenizer
 
 DATA = Path(__file__).resolve().parent.parent / "data"

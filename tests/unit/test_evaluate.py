@@ -1,4 +1,4 @@
-"""molgen.evaluate: GuacaMol adapters, cached reference statistics, model metrics, reports."""
+"""molgen.evaluate (reference statistics, metrics), its GuacaMol adapter and its reports."""
 
 from __future__ import annotations
 
@@ -14,22 +14,17 @@ from molgen import metrics
 from molgen.decoding import DecodeCounts, DecodeResult
 from molgen.errors import MolgenError
 from molgen.evaluate import (
-    CHEMNET_FILE,
     EvaluateConfig,
-    ListGenerator,
-    MolgenGenerator,
     TrainingSet,
     evaluate,
-    format_table,
-    guacamol_scores,
     load_training_set,
     model_metrics,
     reference_statistics,
     resolve_training_file,
     sample_metrics,
-    write_json,
-    write_markdown,
 )
+from molgen.evaluate_report import format_table, write_json, write_markdown
+from molgen.guacamol_adapter import CHEMNET_FILE, ListGenerator, MolgenGenerator, guacamol_scores
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:fcd.*")
@@ -262,8 +257,8 @@ def test_training_set_is_canonicalized_and_cached(tmp_path):
 
 
 def test_resolve_training_file(tmp_path):
-    from molgen.data import file_fingerprint
     from molgen.evaluate import MOSES_TRAIN
+    from molgen.readers import file_fingerprint
 
     explicit = tmp_path / "t.csv"
     assert resolve_training_file(explicit, {"data_source": "x"}) == (explicit, "--train")

@@ -79,7 +79,7 @@ def test_validity_counts_empty_string_as_invalid():
 
 
 def test_validity_agrees_with_guacamol_is_valid():
-    from molgen.evaluate import apply_guacamol_shims
+    from molgen.guacamol_adapter import apply_guacamol_shims
 
     apply_guacamol_shims()
     from guacamol.utils.chemistry import is_valid
@@ -305,7 +305,7 @@ def test_molecule_features_in_worker_processes_equal_serial(monkeypatch, gen):
 
 
 def test_canonical_forms_match_guacamol_canonicalize():
-    from molgen.evaluate import apply_guacamol_shims
+    from molgen.guacamol_adapter import apply_guacamol_shims
 
     apply_guacamol_shims()
     from guacamol.utils.chemistry import canonicalize

@@ -6,8 +6,8 @@ import gzip
 
 import pytest
 
-from molgen.data import read_smiles_file
 from molgen.errors import MolgenError
+from molgen.readers import read_smiles_file
 from molgen.records import MoleculeFile, Record, batched
 from tests.conftest import TEST_DATA
 
