@@ -80,13 +80,11 @@ class _StepDecoder:
     def step(self, tokens: Tensor) -> Tensor:
         """Feed one token per row; return the next-token logits (rows, V), banned ids at -inf."""
         hid = self.hidden
-        x = None
+        # layer 0's input gates come from the tables; a higher layer's input is the state below
+        x = self.token_proj.index_select(0, tokens).add_(self.z_proj)
         for k in range(self.layers):
             h = self.h[k]
-            if k == 0:
-                gi = self.token_proj.index_select(0, tokens).add_(self.z_proj)
-            else:
-                gi = torch.addmm(self.b_ih[k], x, self.w_ih[k])
+            gi = x if k == 0 else torch.addmm(self.b_ih[k], x, self.w_ih[k])
             gh = torch.addmm(self.b_hh[k], h, self.w_hh[k])
             rz = torch.sigmoid_(gi[:, : 2 * hid].add_(gh[:, : 2 * hid]))
             n = torch.tanh_(gi[:, 2 * hid :].addcmul_(rz[:, :hid], gh[:, 2 * hid :]))

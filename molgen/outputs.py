@@ -13,6 +13,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO, Any, Literal, overload
 
 from molgen.errors import MolgenError
 
@@ -103,10 +104,29 @@ def _set_mode(tmp: str, path: Path) -> None:
         os.chmod(tmp, mode)
 
 
+def _open(path: Path | str, mode: str, newline: str | None) -> IO[Any]:
+    """Open for writing: text as UTF-8 with ``newline``, bytes as they are."""
+    if "b" in mode:
+        return open(path, mode)
+    return open(path, mode, encoding="utf-8", newline=newline)
+
+
+@overload
+def atomic_output(
+    path: Path | str, mode: Literal["w"] = "w", newline: str | None = None
+) -> contextlib.AbstractContextManager[IO[str]]: ...
+
+
+@overload
+def atomic_output(
+    path: Path | str, mode: Literal["wb"], newline: None = None
+) -> contextlib.AbstractContextManager[IO[bytes]]: ...
+
+
 @contextlib.contextmanager
 def atomic_output(
     path: Path | str, mode: str = "w", newline: str | None = None
-) -> Iterator[object]:
+) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; it replaces ``path`` only if the block succeeds.
 
     Args:
@@ -115,19 +135,18 @@ def atomic_output(
         newline: Passed to :func:`open` in text mode (``""`` for the csv module).
 
     Yields:
-        The open file object.
+        The open file object: text (``IO[str]``) for ``"w"``, bytes (``IO[bytes]``) for ``"wb"``.
     """
     path = _target(path)
-    kwargs = {} if "b" in mode else {"encoding": "utf-8", "newline": newline}
     if _special(path):  # /dev/stdout, /dev/null, a named pipe: there is nothing to replace
-        with open(path, mode, **kwargs) as handle:
+        with _open(path, mode, newline) as handle:
             yield handle
         return
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
     os.close(fd)
     _set_mode(tmp, path)
     try:
-        with open(tmp, mode, **kwargs) as handle:
+        with _open(tmp, mode, newline) as handle:
             yield handle
         os.replace(tmp, path)
     except BaseException:

@@ -24,7 +24,7 @@ from molgen.errors import MolgenError
 
 SMILES_FILE_SUFFIXES = (".smi", ".smiles", ".txt")
 _SEP_ALIASES = {"\\t": "\t", "tab": "\t", "comma": ",", "semicolon": ";", "space": " ", "pipe": "|"}
-_SNIFF_SEPS = (",", "\t", ";")
+SNIFF_SEPS = (",", "\t", ";")
 
 
 def file_fingerprint(path: str | Path) -> str:
@@ -114,23 +114,25 @@ def _strip_trailing_blank_lines(text: str) -> str:
     return text if end == -1 else text[: end + 1]
 
 
-def _looks_like_smiles_name(name: str) -> bool:
+def looks_like_smiles_name(name: str) -> bool:
+    """Whether a column name says it holds SMILES (contains "smiles", any case)."""
     return "smiles" in str(name).strip().lower()
 
 
-def _parses(text: str) -> bool:
+def parses(text: str) -> bool:
+    """Whether ``text`` is a molecule: :func:`molgen.data.parse_smiles` accepts it."""
     from molgen.data import parse_smiles  # here: molgen.data imports this module
 
     return parse_smiles(text) is not None
 
 
-def _sniff_sep(text: str) -> str:
+def sniff_sep(text: str) -> str:
     """Pick comma, tab or semicolon: most fields, consistently over the first lines."""
     head = [ln for ln in text[:65536].split("\n")[:30] if ln.strip()]
     if len(head) > 1 and not text[:65536].endswith("\n"):
         head = head[:-1]  # the last sampled line may be cut
     best, best_fields = ",", 1
-    for sep in _SNIFF_SEPS:
+    for sep in SNIFF_SEPS:
         try:
             counts = [len(r) for r in csv.reader(head, delimiter=sep) if r]
         except csv.Error:
@@ -156,9 +158,9 @@ def _read_smi(
     column: str | None = None
     if smiles_column is not None:
         names = [f.strip() for f in first]
-        col = _match_column(smiles_column, names, path)
+        col = match_column(smiles_column, names, path)
         column, start = names[col], 1
-    elif first and _looks_like_smiles_name(first[0]) and not _parses(first[0]):
+    elif first and looks_like_smiles_name(first[0]) and not parses(first[0]):
         start = 1
     if start >= len(lines):
         raise MolgenError(f"{path} has a header line but no rows; add one SMILES per line")
@@ -178,51 +180,57 @@ def _read_smi(
     return values, numbers, column
 
 
-def _match_column(wanted: str, names: Sequence[str], path: Path) -> int:
+def match_column(wanted: str, names: Sequence[str], path: Path) -> int:
+    """Index of the column named ``wanted`` (exact, else the only case-insensitive match).
+
+    Raises:
+        MolgenError: no such column.
+    """
     if wanted in names:
         return list(names).index(wanted)
     folded = [i for i, n in enumerate(names) if str(n).strip().lower() == wanted.strip().lower()]
     if len(folded) == 1:
         return folded[0]
     raise MolgenError(
-        f"column {wanted!r} not found in {path} (columns: {_list_columns(names)}); "
+        f"column {wanted!r} not found in {path} (columns: {list_columns(names)}); "
         "check --smiles-column"
     )
 
 
-def _list_columns(names: Sequence[Any]) -> str:
+def list_columns(names: Sequence[Any]) -> str:
+    """Column names for a message: the first 20, quoted, and the count when there are more."""
     shown = ", ".join(repr(str(n)) for n in list(names)[:20])
     return shown + (f" ... ({len(names)} in all)" if len(names) > 20 else "")
 
 
-def _choose_column(sample: Any, path: Path) -> tuple[int, bool]:
+def choose_column(sample: Any, path: Path) -> tuple[int, bool]:
     """Auto-detect the SMILES column of a table; returns (index, header_row_is_data)."""
     names = [str(c) for c in sample.columns]
     exact = [i for i, n in enumerate(names) if n.strip().lower() == "smiles"]
-    named = exact or [i for i, n in enumerate(names) if _looks_like_smiles_name(n)]
+    named = exact or [i for i, n in enumerate(names) if looks_like_smiles_name(n)]
     if len(named) == 1:
         return named[0], False
     if len(named) > 1:
         raise MolgenError(
             f"several columns could hold SMILES in {path} "
-            f"({_list_columns([names[i] for i in named])}); pick one with --smiles-column NAME"
+            f"({list_columns([names[i] for i in named])}); pick one with --smiles-column NAME"
         )
     plausible = []
     for i in range(len(names)):
         values = [v for v in sample.iloc[:50, i].tolist() if isinstance(v, str) and v.strip()]
-        if values and sum(_parses(v) for v in values) >= 0.5 * len(values):
+        if values and sum(parses(v) for v in values) >= 0.5 * len(values):
             plausible.append(i)
     if len(plausible) == 1:
         i = plausible[0]
         # A header "cell" that is itself a molecule means the file has no header row.
-        return i, _parses(names[i])
+        return i, parses(names[i])
     if len(plausible) > 1:
         raise MolgenError(
             f"several columns look like SMILES in {path} "
-            f"({_list_columns([names[i] for i in plausible])}); pick one with --smiles-column NAME"
+            f"({list_columns([names[i] for i in plausible])}); pick one with --smiles-column NAME"
         )
     raise MolgenError(
-        f"no SMILES column found in {path} (columns: {_list_columns(names)}); "
+        f"no SMILES column found in {path} (columns: {list_columns(names)}); "
         "name it with --smiles-column NAME (or --sep if the delimiter was guessed wrong)"
     )
 
@@ -232,7 +240,7 @@ def _read_table(
 ) -> tuple[list[str], list[int], str | None]:
     import pandas as pd
 
-    delimiter = sep or ("\t" if _base_suffix(path) == ".tsv" else _sniff_sep(text))
+    delimiter = sep or ("\t" if base_suffix(path) == ".tsv" else sniff_sep(text))
     options: dict[str, Any] = {
         "sep": delimiter,
         "dtype": str,
@@ -254,15 +262,15 @@ def _read_table(
         ) from None
     names = [str(c) for c in sample.columns]
     if smiles_column is not None:
-        col, headerless = _match_column(smiles_column, names, path), False
+        col, headerless = match_column(smiles_column, names, path), False
     elif len(sample) == 0:  # one line: a header, or a single headerless molecule
-        molecules = [i for i, n in enumerate(names) if _parses(n)]
+        molecules = [i for i, n in enumerate(names) if parses(n)]
         col, headerless = (molecules[0], True) if len(molecules) == 1 else (0, False)
     else:
-        col, headerless = _choose_column(sample, path)
+        col, headerless = choose_column(sample, path)
     if len(sample) == 0 and not headerless:
         raise MolgenError(
-            f"{path} has a header ({_list_columns(names)}) but no rows; add molecules below it"
+            f"{path} has a header ({list_columns(names)}) but no rows; add molecules below it"
         )
     try:
         frame = pd.read_csv(
@@ -298,7 +306,8 @@ def _record_line_numbers(text: str, sep: str, skip: int) -> list[int]:
     return numbers
 
 
-def _base_suffix(path: Path) -> str:
+def base_suffix(path: Path) -> str:
+    """The file's extension in lower case, ``.gz`` set aside (``a.CSV.gz`` gives ``.csv``)."""
     name = path.name.lower()
     if name.endswith(".gz"):
         name = name[:-3]
@@ -316,14 +325,14 @@ def _read_file(path: str | Path, smiles_column: str | None, sep: str | None) -> 
         )
     text = _strip_trailing_blank_lines(text)
     delimiter = normalize_sep(sep)
-    smi_like = _base_suffix(p) in SMILES_FILE_SUFFIXES and delimiter is None
+    smi_like = base_suffix(p) in SMILES_FILE_SUFFIXES and delimiter is None
     if smi_like:
         # A .txt/.smi that is really a delimited table with a SMILES header (ChEMBL chemreps.txt).
         header = text[: text.find("\n")] if "\n" in text else text
-        if any(s in header for s in _SNIFF_SEPS):
-            sniffed = _sniff_sep(text)
+        if any(s in header for s in SNIFF_SEPS):
+            sniffed = sniff_sep(text)
             fields = next(csv.reader([header], delimiter=sniffed))
-            if any(_looks_like_smiles_name(f) for f in fields) or (
+            if any(looks_like_smiles_name(f) for f in fields) or (
                 smiles_column is not None and smiles_column in fields
             ):
                 smi_like = False
@@ -362,7 +371,15 @@ def read_smiles_file(
 
 __all__ = [
     "SMILES_FILE_SUFFIXES",
+    "SNIFF_SEPS",
+    "base_suffix",
+    "choose_column",
     "file_fingerprint",
+    "list_columns",
+    "looks_like_smiles_name",
+    "match_column",
     "normalize_sep",
+    "parses",
     "read_smiles_file",
+    "sniff_sep",
 ]

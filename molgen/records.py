@@ -23,16 +23,16 @@ from typing import Any
 
 from molgen.errors import MolgenError
 from molgen.readers import (
-    _SNIFF_SEPS,
     SMILES_FILE_SUFFIXES,
-    _base_suffix,
-    _choose_column,
-    _list_columns,
-    _looks_like_smiles_name,
-    _match_column,
-    _parses,
-    _sniff_sep,
+    SNIFF_SEPS,
+    base_suffix,
+    choose_column,
+    list_columns,
+    looks_like_smiles_name,
+    match_column,
     normalize_sep,
+    parses,
+    sniff_sep,
 )
 
 _HEAD_LINES = 200  # lines read ahead to detect the format and the SMILES column
@@ -202,13 +202,13 @@ class MoleculeFile:
     def _setup(self, head: list[str]) -> Iterator[Record]:
         assert self._text is not None
         lines = itertools.chain(head, self._guard(self._text, len(head)))
-        smi_like = _base_suffix(self.path) in SMILES_FILE_SUFFIXES and self._sep is None
+        smi_like = base_suffix(self.path) in SMILES_FILE_SUFFIXES and self._sep is None
         if smi_like:
             header = head[0].rstrip("\r\n")
             # A .txt/.smi that is really a delimited table with a SMILES header (ChEMBL).
-            if any(s in header for s in _SNIFF_SEPS):
-                fields = next(csv.reader([header], delimiter=_sniff_sep("".join(head))))
-                if any(_looks_like_smiles_name(f) for f in fields) or (
+            if any(s in header for s in SNIFF_SEPS):
+                fields = next(csv.reader([header], delimiter=sniff_sep("".join(head))))
+                if any(looks_like_smiles_name(f) for f in fields) or (
                     self._smiles_column is not None and self._smiles_column in fields
                 ):
                     smi_like = False
@@ -221,7 +221,7 @@ class MoleculeFile:
             return [i for i in range(len(names)) if i != smiles_index]
         kept = []
         for name in self._keep:
-            i = _match_column(name, names, self.path)
+            i = match_column(name, names, self.path)
             if i == smiles_index:
                 raise MolgenError(f"--id-column {name!r} is the SMILES column; name another one")
             kept.append(i)
@@ -233,8 +233,8 @@ class MoleculeFile:
         names: list[str] = []
         if self._smiles_column is not None:
             names = first
-            col, skip = _match_column(self._smiles_column, names, self.path), 1
-        elif first and _looks_like_smiles_name(first[0]) and not _parses(first[0]):
+            col, skip = match_column(self._smiles_column, names, self.path), 1
+        elif first and looks_like_smiles_name(first[0]) and not parses(first[0]):
             names, skip = first, 1
         if skip and not any(ln.strip() for ln in head[1:]):
             raise MolgenError(f"{self.path} has a header line but no rows; add one SMILES per line")
@@ -272,7 +272,7 @@ class MoleculeFile:
     def _table_records(self, head: list[str], lines: Iterator[str]) -> Iterator[Record]:
         text = "".join(head)
         delimiter = self._sep or (
-            "\t" if _base_suffix(self.path) == ".tsv" else _sniff_sep(text + "\n")
+            "\t" if base_suffix(self.path) == ".tsv" else sniff_sep(text + "\n")
         )
         try:
             rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
@@ -288,15 +288,15 @@ class MoleculeFile:
         names = [n.strip() for n in rows[0]] if rows else []
         data = rows[1:]
         if self._smiles_column is not None:
-            col, headerless = _match_column(self._smiles_column, names, self.path), False
+            col, headerless = match_column(self._smiles_column, names, self.path), False
         elif not data:  # one line: a header, or a single headerless molecule
-            molecules = [i for i, n in enumerate(names) if _parses(n)]
+            molecules = [i for i, n in enumerate(names) if parses(n)]
             col, headerless = (molecules[0], True) if len(molecules) == 1 else (0, False)
         else:
-            col, headerless = _choose_column(_sample_frame(names, data), self.path)
+            col, headerless = choose_column(_sample_frame(names, data), self.path)
         if not data and not headerless:
             raise MolgenError(
-                f"{self.path} has a header ({_list_columns(names)}) but no rows; "
+                f"{self.path} has a header ({list_columns(names)}) but no rows; "
                 "add molecules below it"
             )
         if headerless:

@@ -469,7 +469,7 @@ def _next_batch_size(req: SampleRequest, stats: SampleStats, cap: int) -> int:
 def generate_rows(
     model: MolGenModel, req: SampleRequest, stats: SampleStats, progress: bool = False
 ) -> Iterator[dict[str, Any]]:
-    """Yield output rows (smiles, valid, [novel], [similarity]) until ``req.n`` pass the filters.
+    """Stream output rows (smiles, valid, [novel], [similarity]) until ``req.n`` pass the filters.
 
     Each batch of codes is decoded with ``molgen.decoding``: with ``valid_only`` (the default) a
     code whose string is invalid is decoded again, up to ``max_retries`` times, and given up
@@ -477,15 +477,35 @@ def generate_rows(
     are sized to what is still missing, and rows stream out batch by batch, so the caller can
     write them as they come and memory does not grow with ``n`` (``--unique`` keeps a set of
     the molecules written).
+
+    The request and the ``--around`` query are checked (the query encoded) by this call, before
+    any row is asked for, so a caller that writes a header first never writes it for a request
+    that fails.
+
+    Raises:
+        MolgenError: the request is invalid, or the query cannot be encoded (a token the model
+            never saw, ...).
     """
     req.check()
-    cap = req.max_attempts or 20 * req.n + 1000
-    seen: set[str] = set()
     query_fp = None
     mu = None
     if req.around is not None:
         mu = model.encode([req.around])[0]
         query_fp = fingerprint(req.around)
+    return _rows(model, req, stats, mu, query_fp, progress)
+
+
+def _rows(
+    model: MolGenModel,
+    req: SampleRequest,
+    stats: SampleStats,
+    mu: Tensor | None,
+    query_fp: Any | None,
+    progress: bool,
+) -> Iterator[dict[str, Any]]:
+    """The rows of :func:`generate_rows`, once the request and the query are checked."""
+    cap = req.max_attempts or 20 * req.n + 1000
+    seen: set[str] = set()
     bar = None
     if progress:
         from tqdm import tqdm

@@ -108,7 +108,9 @@ class BudgetSchedule(pl.Callback):
         self.progress = budget_progress(
             step, self.elapsed_s(), self.max_steps, self.max_time_s, self.total_epoch_steps
         )
-        pl_module.progress = self.progress  # the KL schedule reads it too
+        # the KL schedule reads it too; torch types Module.__setattr__ for Tensor | Module values
+        # only, though any value is stored as a plain attribute
+        pl_module.progress = self.progress  # type: ignore[assignment]
         lr = self.base_lr * lr_factor(
             self.schedule, step, self.progress, self.warmup_steps, self.final_ratio
         )

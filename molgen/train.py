@@ -117,7 +117,7 @@ class VAEModule(pl.LightningModule):
         """Share of ``n`` prior samples (temperature 1, one pass) that RDKit parses."""
         from rdkit import Chem, RDLogger
 
-        RDLogger.DisableLog("rdApp.*")
+        RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]  # missing from RDKit's stub
         tokens = self.vocab_tokens or []
         vocab = Vocabulary(tokens)
         tokenizer = get_tokenizer(self.tokenizer_kind)

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from molgen.errors import MolgenError
 
-try:  # typer >= 0.20 carries its own copy of click
+if TYPE_CHECKING:  # checked against the copy of click that typer >= 0.20 carries
     from typer._click import exceptions as _click_exceptions
-except ImportError:  # pragma: no cover - older typer uses click itself
-    from click import exceptions as _click_exceptions
+else:
+    try:  # typer >= 0.20 carries its own copy of click
+        from typer._click import exceptions as _click_exceptions
+    except ImportError:  # pragma: no cover - older typer uses click itself
+        from click import exceptions as _click_exceptions
 
 
 class _NeverRaised(Exception):
-    pass
+    def format_message(self) -> str:
+        return str(self)
 
 
 # click < 8.2 prints the help itself when no arguments are given

@@ -28,12 +28,10 @@ def _num(x: float) -> str:
 def _bounds(
     low: float | None, high: float | None, low_open: bool = False, high_open: bool = False
 ) -> str:
-    if low is None and high is None:
-        return ""
+    if low is None:
+        return "" if high is None else f" {'<' if high_open else '<='} {_num(high)}"
     if high is None:
         return f" {'>' if low_open else '>='} {_num(low)}"
-    if low is None:
-        return f" {'<' if high_open else '<='} {_num(high)}"
     left, right = "(" if low_open else "[", ")" if high_open else "]"
     return f" in {left}{_num(low)}, {_num(high)}{right}"
 

@@ -335,6 +335,13 @@ def test_hostile_invocation_fails_cleanly(case: Case, work: Path, cli) -> None:
     assert not leftovers, leftovers
 
 
+def test_around_with_an_unknown_token_fails_before_any_output(cli) -> None:
+    # The bundled model has no P token: the query is encoded before the CSV header is written.
+    r = cli("sample", "--around", "CCP", "-n", "3")
+    assert r.code == 1 and "never saw: P" in r.stderr, r.stderr[-2000:]
+    assert r.stdout == "", r.stdout
+
+
 # ---- what does not fail: careless input that must still work ------------------------------
 def test_help_and_no_arguments_exit_0(cli) -> None:
     for args in ((), ("--help",), ("sample", "--help"), ("train", "--help")):
