@@ -353,7 +353,10 @@ def train(
         module.vae.load_state_dict(start_weights)
     ckpt_dir = run_dir / CHECKPOINT_DIR
     clock = TrainingClock()
-    steps_per_epoch = max(1, len(train_loader))
+    # Each of the DDP processes gets its share of the batches (``--devices N``, ``--num-nodes``).
+    devices = _devices(train_config.devices)
+    world = (devices if isinstance(devices, int) else 1) * train_config.num_nodes
+    steps_per_epoch = max(1, -(-len(train_loader) // max(world, 1)))
     max_time = parse_max_time(train_config.max_time)
     schedule = BudgetSchedule(
         base_lr=train_config.lr,
