@@ -79,17 +79,32 @@ def _read_bytes(path: Path) -> tuple[bytes, str]:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error):
-            raise MolgenError(
-                f"cannot decompress {path}: it is a damaged or truncated gzip file; "
-                "re-download or re-compress it"
-            ) from None
-    elif raw[:4] == b"PK\x03\x04":
+            raise damaged_gzip(path) from None
+    else:
+        refuse_other_compression(raw[:6], path)
+    return raw, fingerprint
+
+
+def damaged_gzip(path: Path) -> MolgenError:
+    """The error for a gzip file that cannot be decompressed."""
+    return MolgenError(
+        f"cannot decompress {path}: it is a damaged or truncated gzip file; "
+        "re-download or re-compress it"
+    )
+
+
+def refuse_other_compression(magic: bytes, path: Path) -> None:
+    """Refuse zip (spreadsheets) and bzip2/xz files by their first bytes: only gzip is read.
+
+    Raises:
+        MolgenError: naming what the file is and what to do.
+    """
+    if magic[:4] == b"PK\x03\x04":
         raise MolgenError(
             f"{path} is a zip archive (an .xlsx spreadsheet?); export it as CSV or unzip it first"
         )
-    elif raw[:3] == b"BZh" or raw[:6] == b"\xfd7zXZ\x00":
+    if magic[:3] == b"BZh" or magic[:6] == b"\xfd7zXZ\x00":
         raise MolgenError(f"{path} is bzip2/xz compressed; only gzip is read: decompress it first")
-    return raw, fingerprint
 
 
 def _decode(raw: bytes, path: Path) -> str:
@@ -374,12 +389,14 @@ __all__ = [
     "SNIFF_SEPS",
     "base_suffix",
     "choose_column",
+    "damaged_gzip",
     "file_fingerprint",
     "list_columns",
     "looks_like_smiles_name",
     "match_column",
     "normalize_sep",
     "parses",
+    "refuse_other_compression",
     "read_smiles_file",
     "sniff_sep",
 ]

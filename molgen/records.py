@@ -27,11 +27,13 @@ from molgen.readers import (
     SNIFF_SEPS,
     base_suffix,
     choose_column,
+    damaged_gzip,
     list_columns,
     looks_like_smiles_name,
     match_column,
     normalize_sep,
     parses,
+    refuse_other_compression,
     sniff_sep,
 )
 
@@ -150,16 +152,9 @@ class MoleculeFile:
             try:
                 magic = stream.peek(4)[:4]
             except (OSError, EOFError, zlib.error):
-                raise MolgenError(
-                    f"cannot decompress {p}: it is a damaged or truncated gzip file; "
-                    "re-download or re-compress it"
-                ) from None
-        elif magic[:4] == b"PK\x03\x04":
-            raise MolgenError(
-                f"{p} is a zip archive (an .xlsx spreadsheet?); export it as CSV or unzip it first"
-            )
-        elif magic[:3] == b"BZh" or magic[:6] == b"\xfd7zXZ\x00":
-            raise MolgenError(f"{p} is bzip2/xz compressed; only gzip is read: decompress it first")
+                raise damaged_gzip(p) from None
+        else:
+            refuse_other_compression(magic, p)
         if magic[:2] in (b"\xff\xfe", b"\xfe\xff"):
             raise MolgenError(f"{p} is UTF-16 text; re-save it as UTF-8")
         self._text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
