@@ -338,6 +338,8 @@ class MnistResult:
     device: str
     wall_seconds: float
     config: dict[str, Any]
+    # "molgen" (this module); molgen.mnist_paper's results say "paper".
+    protocol: str = "molgen"
     history: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
 
@@ -787,6 +789,7 @@ def format_result(result: MnistResult) -> str:
     """A small plain-text summary table of one run and where its files are."""
     ll = "skipped" if result.test_log_likelihood is None else f"{result.test_log_likelihood:.2f}"
     rows = [
+        ("protocol", f"{result.protocol} (binarized MNIST, molgen's architecture)"),
         ("latent", f"{result.latent} (d={result.dim}, latent vector of {result.ambient_dim})"),
         ("data", f"{result.train_size} train / {result.test_size} test images, {result.device}"),
         (

@@ -6,12 +6,13 @@ import gzip
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from molgen.mnist import MNIST_FILES, load_mnist
+from molgen.mnist import DEFAULT_MNIST_DIR, MNIST_FILES, load_mnist
 from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.integration
@@ -159,3 +160,68 @@ def test_empty_data_dir_is_one_error_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
     assert "not found" in lines[0] and "--data-dir" in lines[0]
     assert not (tmp_path / "o" / "results.json").exists()
+
+
+@pytest.mark.skipif(
+    not (DEFAULT_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file(),
+    reason="the bundled data/mnist is not present",
+)
+def test_mnist_cli_paper_protocol_tiny_run(tmp_path):
+    out = tmp_path / "paper"
+    r = run_cli(
+        "mnist",
+        "--protocol",
+        "paper",
+        "--latent",
+        "spcauchy",
+        "--dim",
+        "2",
+        "--epochs",
+        "1",
+        "--train-subset",
+        "256",
+        "--test-subset",
+        "200",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+    )
+    assert r.code == 0, r.stderr[-3000:]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["protocol"] == "paper"
+    assert saved["train_size"] == 256 and saved["test_size"] == 200
+    assert saved["epochs"] == 1 and saved["best_epoch"] == 1 and len(saved["history"]) == 1
+    assert saved["lr"] == 3e-4 and saved["lr_warmup_steps"] == 200 and saved["batch_size"] == 128
+    assert saved["overrides"] == {}
+    # Two warm-up steps only: still near an untrained decoder on grey targets, but finite.
+    assert 100 < saved["selected_reconstruction"] < 800
+    assert saved["selected_neg_elbo"] == pytest.approx(
+        saved["selected_reconstruction"] + saved["selected_kl"]
+    )
+    for name in ("training_curves", "reconstructions", "prior_samples", "latent_sphere"):
+        assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+    assert any(line.split()[:2] == ["protocol", "paper"] for line in r.stdout.splitlines())
+    assert r.stdout.splitlines()[0].startswith("MNIST VAE, protocol paper")
+    assert "selected epoch 1" in r.stdout and "last epoch 1" in r.stdout
+
+
+def test_mnist_cli_paper_default_epochs_and_out(tmp_path, monkeypatch):
+    # Without --epochs/--out the paper defaults apply; stop at the first epoch to keep it short.
+    import molgen.mnist_paper as mp
+
+    seen = {}
+
+    def stop(config, data=None, on_epoch=None):
+        seen["config"] = config
+        raise mp.MolgenError("stopped by the test")
+
+    monkeypatch.setattr(mp, "run_paper", stop)
+    monkeypatch.chdir(tmp_path)
+    r = run_cli("mnist", "--protocol", "paper", "--latent", "vmf", "--dim", "5", "--seed", "3")
+    assert r.code == 1 and "stopped by the test" in r.stderr
+    config = seen["config"]
+    assert config.epochs == 40 and config.batch_size is None and config.lr is None
+    assert config.out == str(Path("runs/mnist_paper") / "vmf_d5_s3")
