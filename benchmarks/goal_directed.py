@@ -1,0 +1,203 @@
+"""GuacaMol goal-directed suite at a fixed call budget: molgen optimize against two baselines.
+
+Every method gets the same budget of oracle calls per benchmark (distinct molecules scored) and
+the same MOSES data, and is run through guacamol's own harness (``molgen.goal_directed``):
+
+* ``molgen``: ``molgen optimize`` on the bundled model (or ``--model``), search ``--search``.
+* ``moses``: best of MOSES -- the top scorers of a fixed random MOSES training subsample of the
+  size of the budget.
+* ``graph-ga``: Graph GA from the ``mol-ga`` package, started from a random MOSES subsample
+  (``--ga-start`` molecules, part of the budget), with molecules beyond the budget left unscored.
+
+    python benchmarks/goal_directed.py --methods molgen,moses,graph-ga --budget 10000 \\
+        --out benchmarks/results/goal_directed_v2.json --threads 1
+
+Each method's guacamol JSON goes beside ``--out``; the summary JSON (per-benchmark score, calls,
+seconds) is rewritten after every method, and ``--resume`` skips methods already in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import heapq
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import molgen.guacamol_adapter  # noqa: E402, F401, I001  (shims before guacamol's modules)
+from guacamol.goal_directed_generator import GoalDirectedGenerator  # noqa: E402
+
+from molgen.goal_directed import run_goal_directed  # noqa: E402
+
+MOSES_TRAIN = ROOT / "data" / "moses" / "train.csv.gz"
+# Published GuacaMol v2 totals (Brown et al. 2019, ChEMBL-based, unlimited calls).
+PUBLISHED_V2 = {
+    "Graph GA (ChEMBL)": 17.983,
+    "SMILES LSTM (ChEMBL)": 17.341,
+    "Best of ChEMBL": 12.144,
+}
+
+
+def moses_smiles() -> list[str]:
+    """The MOSES training SMILES (column ``SMILES``)."""
+    with gzip.open(MOSES_TRAIN, "rt") as handle:
+        lines = handle.read().splitlines()
+    col = lines[0].split(",").index("SMILES")
+    return [line.split(",")[col] for line in lines[1:]]
+
+
+def moses_subsample(n: int, seed: int) -> list[str]:
+    """A fixed random subsample of the MOSES training set."""
+    pool = moses_smiles()
+    rng = np.random.default_rng(seed)
+    return [pool[i] for i in rng.choice(len(pool), size=min(n, len(pool)), replace=False)]
+
+
+class BestOfMoses(GoalDirectedGenerator):  # type: ignore[misc]
+    """Scores a fixed MOSES subsample of the budget's size and returns its top scorers."""
+
+    def __init__(self, budget: int, seed: int) -> None:
+        self.pool = moses_subsample(budget, seed)
+
+    def generate_optimized_molecules(
+        self, scoring_function: Any, number_molecules: int, starting_population: Any = None
+    ) -> list[str]:
+        """Top ``number_molecules`` of the subsample."""
+        scores = scoring_function.score_list(self.pool)
+        ranked = sorted(zip(scores, self.pool, strict=True), reverse=True)
+        return [s for _, s in ranked[:number_molecules]]
+
+
+class BudgetedFunction:
+    """A batch scoring function that scores at most ``budget`` distinct molecules.
+
+    Molecules past the budget are answered with -inf (left unscored: no oracle call), so the GA
+    discards them; ``evaluated`` keeps the scored ones in order.
+    """
+
+    def __init__(self, scoring_function: Any, budget: int) -> None:
+        self.f = scoring_function
+        self.budget = budget
+        self.evaluated: dict[str, float] = {}
+
+    def __call__(self, smiles: list[str]) -> list[float]:
+        """Scores (cached; -inf past the budget)."""
+        new = [s for s in dict.fromkeys(smiles) if s not in self.evaluated]
+        new = new[: max(self.budget - len(self.evaluated), 0)]
+        if new:
+            for s, v in zip(new, self.f.score_list(new), strict=True):
+                self.evaluated[s] = float(v)
+        return [self.evaluated.get(s, -float("inf")) for s in smiles]
+
+
+class GraphGA(GoalDirectedGenerator):  # type: ignore[misc]
+    """Graph GA (``mol-ga``) from a MOSES start population, within the call budget."""
+
+    def __init__(self, budget: int, seed: int, start: int, population: int, offspring: int) -> None:
+        self.budget = budget
+        self.seed = seed
+        self.start = moses_subsample(start, seed)
+        self.population = population
+        self.offspring = offspring
+
+    def generate_optimized_molecules(
+        self, scoring_function: Any, number_molecules: int, starting_population: Any = None
+    ) -> list[str]:
+        """Run the GA until the budget is spent; top scorers of everything it scored."""
+        from mol_ga import default_ga
+
+        f = BudgetedFunction(scoring_function, self.budget)
+        start = list(starting_population) if starting_population else self.start
+        generations = max(1, -(-(self.budget - len(start)) // self.offspring) + 5)
+        default_ga(
+            starting_population_smiles=start,
+            scoring_function=f,
+            max_generations=generations,
+            offspring_size=self.offspring,
+            population_size=self.population,
+            rng=random.Random(self.seed),
+        )
+        best = heapq.nlargest(number_molecules, f.evaluated.items(), key=lambda kv: kv[1])
+        return [s for s, _ in best]
+
+
+def _method(name: str, args: argparse.Namespace) -> Any:
+    if name == "moses":
+        return BestOfMoses(args.budget, args.seed)
+    if name == "graph-ga":
+        return GraphGA(args.budget, args.seed, args.ga_start, args.ga_population, args.ga_offspring)
+    from molgen.goal_directed import LatentGoalDirectedGenerator
+    from molgen.optimize import OptimizeConfig
+    from molgen.sampling import load_model
+
+    config = OptimizeConfig(budget=args.budget, search=args.search, seed=args.seed)
+    return LatentGoalDirectedGenerator(load_model(args.model), config)
+
+
+def main() -> None:
+    """Run the methods and write the summary JSON."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--methods", default="molgen,moses,graph-ga")
+    p.add_argument("--suite", default="v2", choices=["v2", "v1", "trivial"])
+    p.add_argument("--budget", type=int, default=10_000)
+    p.add_argument("--only", default=None, help="Comma-separated benchmark names.")
+    p.add_argument("--model", default=None)
+    p.add_argument("--search", default="spcauchy")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ga-start", type=int, default=1000)
+    p.add_argument("--ga-population", type=int, default=1000)
+    p.add_argument("--ga-offspring", type=int, default=200)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/goal_directed_v2.json")
+    p.add_argument("--resume", action="store_true", help="Keep methods already in --out.")
+    args = p.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    summary: dict[str, Any] = {"suite": args.suite, "budget": args.budget, "methods": {}}
+    if args.resume and args.out.exists():
+        summary = json.loads(args.out.read_text())
+    summary["published_v2_totals"] = PUBLISHED_V2
+    only = args.only.split(",") if args.only else None
+    for name in args.methods.split(","):
+        if name in summary["methods"]:
+            print(f"{name}: kept from {args.out}")
+            continue
+        generator = _method(name, args)
+        t0 = time.perf_counter()
+        guaca_json = args.out.with_name(f"{args.out.stem}_{name}_guacamol.json")
+        report = run_goal_directed(
+            generator, args.suite, guaca_json, only=only, budget=args.budget, search=name
+        )
+        summary["methods"][name] = {
+            "total": report.total,
+            "seconds": time.perf_counter() - t0,
+            "rows": report.rows,
+            "settings": {
+                "search": args.search if name == "molgen" else None,
+                "ga_start": args.ga_start if name == "graph-ga" else None,
+                "ga_population": args.ga_population if name == "graph-ga" else None,
+                "ga_offspring": args.ga_offspring if name == "graph-ga" else None,
+                "seed": args.seed,
+                "threads": args.threads,
+            },
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"{name}: total {report.total:.3f} in {time.perf_counter() - t0:.0f} s", flush=True)
+        for r in report.rows:
+            print(f"  {r['benchmark']:<28} {r['score']:.3f}  {r['calls']:6d}  {r['seconds']:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
