@@ -13,7 +13,7 @@ the same MOSES data, and is run through guacamol's own harness (``molgen.goal_di
         --out benchmarks/results/goal_directed_v2.json --threads 1
 
 Each method's guacamol JSON goes beside ``--out``; the summary JSON (per-benchmark score, calls,
-seconds) is rewritten after every method, and ``--resume`` skips methods already in it.
+seconds) is rewritten after every benchmark, and ``--resume`` skips benchmarks already in it.
 """
 
 from __future__ import annotations
@@ -33,10 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import molgen.guacamol_adapter  # noqa: E402, F401, I001  (shims before guacamol's modules)
-from guacamol.goal_directed_generator import GoalDirectedGenerator  # noqa: E402
-
-from molgen.goal_directed import run_goal_directed  # noqa: E402
+# molgen.goal_directed applies guacamol's shims before importing guacamol's modules.
+from molgen.goal_directed import GoalDirectedGenerator, run_goal_directed  # noqa: E402
 
 MOSES_TRAIN = ROOT / "data" / "moses" / "train.csv.gz"
 # Published GuacaMol v2 totals (Brown et al. 2019, ChEMBL-based, unlimited calls).
@@ -158,7 +156,7 @@ def main() -> None:
     p.add_argument("--ga-offspring", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/goal_directed_v2.json")
-    p.add_argument("--resume", action="store_true", help="Keep methods already in --out.")
+    p.add_argument("--resume", action="store_true", help="Keep benchmarks already in --out.")
     args = p.parse_args()
 
     import torch
@@ -168,35 +166,54 @@ def main() -> None:
     if args.resume and args.out.exists():
         summary = json.loads(args.out.read_text())
     summary["published_v2_totals"] = PUBLISHED_V2
-    only = args.only.split(",") if args.only else None
+    from molgen.goal_directed import benchmark_slug, select, suite
+
+    names = [
+        benchmark_slug(b.name)
+        for b in select(suite(args.suite), args.only and args.only.split(","))
+    ]
     for name in args.methods.split(","):
-        if name in summary["methods"]:
+        entry = summary["methods"].setdefault(name, {"rows": [], "seconds": 0.0})
+        done = {benchmark_slug(r["benchmark"]) for r in entry["rows"]}
+        todo = [n for n in names if n not in done]
+        if not todo:
             print(f"{name}: kept from {args.out}")
             continue
         generator = _method(name, args)
-        t0 = time.perf_counter()
         guaca_json = args.out.with_name(f"{args.out.stem}_{name}_guacamol.json")
-        report = run_goal_directed(
-            generator, args.suite, guaca_json, only=only, budget=args.budget, search=name
-        )
-        summary["methods"][name] = {
-            "total": report.total,
-            "seconds": time.perf_counter() - t0,
-            "rows": report.rows,
-            "settings": {
+        merged = json.loads(guaca_json.read_text()) if guaca_json.exists() and done else None
+        for bench in todo:  # one at a time, saved after each: a killed run loses one benchmark
+            t0 = time.perf_counter()
+            part = args.out.with_name(f"{args.out.stem}_{name}_part.json")
+            report = run_goal_directed(
+                generator, args.suite, part, only=[bench], budget=args.budget, search=name
+            )
+            payload = json.loads(part.read_text())
+            part.unlink()
+            if merged is None:
+                merged = payload
+            else:
+                merged["results"] += payload["results"]
+            guaca_json.write_text(json.dumps(merged, indent=4))
+            entry["rows"] += report.rows
+            entry["seconds"] += time.perf_counter() - t0
+            entry["total"] = sum(r["score"] for r in entry["rows"])
+            entry["settings"] = {
                 "search": args.search if name == "molgen" else None,
                 "ga_start": args.ga_start if name == "graph-ga" else None,
                 "ga_population": args.ga_population if name == "graph-ga" else None,
                 "ga_offspring": args.ga_offspring if name == "graph-ga" else None,
                 "seed": args.seed,
                 "threads": args.threads,
-            },
-        }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(summary, indent=2) + "\n")
-        print(f"{name}: total {report.total:.3f} in {time.perf_counter() - t0:.0f} s", flush=True)
-        for r in report.rows:
-            print(f"  {r['benchmark']:<28} {r['score']:.3f}  {r['calls']:6d}  {r['seconds']:.0f}s")
+            }
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(summary, indent=2) + "\n")
+            r = report.rows[0]
+            print(
+                f"{name} {r['benchmark']:<28} {r['score']:.3f} {r['calls']:6d} {r['seconds']:.0f}s",
+                flush=True,
+            )
+        print(f"{name}: total {entry['total']:.3f} in {entry['seconds']:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from guacamol.goal_directed_generator import GoalDirectedGenerator
-
-import molgen.guacamol_adapter  # noqa: F401, I001  (shims first: guacamol's modules import fcd)
 from molgen.errors import MolgenError
+from molgen.guacamol_adapter import apply_guacamol_shims
 from molgen.optimize import OptimizeConfig, optimize
+
+apply_guacamol_shims()  # before any guacamol module: they import fcd and scipy.histogram
+
+from guacamol.goal_directed_generator import GoalDirectedGenerator  # noqa: E402
 
 SUITES = ("v2", "v1", "trivial")
 

@@ -1,4 +1,4 @@
-"""Execute both notebooks headless on small settings so they cannot rot."""
+"""Execute the notebooks headless on small settings so they cannot rot."""
 
 from __future__ import annotations
 
@@ -71,3 +71,12 @@ def test_own_molecules_notebook(tmp_path: Path) -> None:
     assert "molecules encoded" in text and "analogues of" in text
     assert (out / "model.pt").exists() and (out / "latent.csv").exists()
     assert images >= 4  # training curves, latent map, samples grid, analogues grid
+
+
+def test_design_notebook(tmp_path: Path) -> None:
+    out = tmp_path / "design"
+    nb = run_notebook("design.ipynb", f"BUDGET = 60\nOUT = {str(out)!r}\nTOP = 4")
+    text, images = _outputs(nb)
+    assert "aggregate" in text and "60 calls" in text
+    assert (out / "results.csv").exists() and (out / "best.png").exists()
+    assert images >= 2  # score curve, grid of the best molecules
