@@ -648,7 +648,10 @@ def draw_grid(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
-        img.save(str(tmp))
+        if hasattr(img, "save"):
+            img.save(str(tmp))
+        else:  # inside Jupyter RDKit may hand back IPython's Image: its PNG bytes
+            Path(tmp).write_bytes(img.data)
     return out
 
 
