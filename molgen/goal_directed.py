@@ -54,9 +54,8 @@ def select(benchmarks: Sequence[Any], only: Sequence[str] | None) -> list[Any]:
     wanted = [benchmark_slug(n) for n in only]
     unknown = [n for n in wanted if n not in by_slug]
     if unknown:
-        raise MolgenError(
-            f"Unknown benchmark {', '.join(unknown)}; choose from {', '.join(by_slug)}."
-        )
+        shown = ", ".join(n if len(n) <= 40 else n[:40] + "..." for n in unknown[:3])
+        raise MolgenError(f"Unknown benchmark {shown}; choose from: {' '.join(by_slug)}")
     return [b for slug, b in by_slug.items() if slug in wanted]
 
 

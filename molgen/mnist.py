@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from molgen.devices import resolve_device
 from molgen.errors import MolgenError
 from molgen.outputs import atomic_output, atomic_path, check_output_path
 
@@ -342,17 +343,6 @@ class MnistResult:
     protocol: str = "molgen"
     history: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a user error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise MolgenError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu.")
-    if device not in ("cpu", "cuda"):
-        raise MolgenError(f"Unknown --device {device!r}; choose auto, cpu or cuda.")
-    return torch.device(device)
 
 
 def _subset(n_total: int, n: int | None, what: str) -> int:
@@ -737,6 +727,25 @@ OUTPUT_FILES = (
 )
 
 
+def prepare_output_folder(out_text: str | None) -> Path | None:
+    """Create and check a run's output folder before any work (a bad --out costs no training).
+
+    Raises:
+        MolgenError: the path is a file, cannot be created, or holds an unwritable output file.
+    """
+    out = Path(out_text) if out_text else None
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            raise MolgenError(f"--out {out} exists and is not a folder; choose another path.")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MolgenError(f"--out {out}: cannot create the folder ({exc.strerror}).") from None
+        for name in OUTPUT_FILES:
+            check_output_path(out / name, "--out")
+    return out
+
+
 def run_mnist(
     config: MnistConfig,
     data: MnistData | None = None,
@@ -752,16 +761,7 @@ def run_mnist(
     Returns:
         The results; ``result.files`` maps each written file's role to its path.
     """
-    out = Path(config.out) if config.out else None
-    if out is not None:  # checked before any work: a bad --out never costs a training run
-        if out.exists() and not out.is_dir():
-            raise MolgenError(f"--out {out} exists and is not a folder; choose another path.")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise MolgenError(f"--out {out}: cannot create the folder ({exc.strerror}).") from None
-        for name in OUTPUT_FILES:
-            check_output_path(out / name, "--out")
+    out = prepare_output_folder(config.out)
     model, result, tensors = train_mnist(config, data, on_epoch)
     if out is None:
         return result

@@ -61,9 +61,10 @@ from molgen.mnist import (
     plot_reconstructions,
     plot_sphere,
     plot_training_curves,
+    prepare_output_folder,
     resolve_device,
 )
-from molgen.outputs import atomic_output, check_output_path
+from molgen.outputs import atomic_output
 
 PROTOCOL = "paper"
 PAPER_EPOCHS = 40
@@ -647,15 +648,6 @@ def train_paper(
 # Output
 # ---------------------------------------------------------------------------------------------
 
-#: Files :func:`run_paper` writes into its output folder.
-OUTPUT_FILES = (
-    "results.json",
-    "reconstructions.png",
-    "prior_samples.png",
-    "training_curves.png",
-    "latent_sphere.png",
-)
-
 
 def run_paper(
     config: PaperMnistConfig,
@@ -672,16 +664,7 @@ def run_paper(
     Returns:
         The results; ``result.files`` maps each written file's role to its path.
     """
-    out = Path(config.out) if config.out else None
-    if out is not None:  # checked before any work: a bad --out never costs a training run
-        if out.exists() and not out.is_dir():
-            raise MolgenError(f"--out {out} exists and is not a folder; choose another path.")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise MolgenError(f"--out {out}: cannot create the folder ({exc.strerror}).") from None
-        for name in OUTPUT_FILES:
-            check_output_path(out / name, "--out")
+    out = prepare_output_folder(config.out)
     model, result, tensors = train_paper(config, data, on_epoch)
     if out is None:
         return result

@@ -27,6 +27,7 @@ from molgen.decoding import (
     decode_with_retries,
     generate_ids,
 )
+from molgen.devices import resolve_device
 from molgen.distributions import SphericalCauchy
 from molgen.errors import MolgenError
 from molgen.inputs import InputChecker, pad_ids, warn_stereo_removed
@@ -53,25 +54,6 @@ def tanimoto(query: Any, smiles: str) -> float | None:
     """Tanimoto similarity of a query fingerprint to a SMILES (None if the SMILES is invalid)."""
     fp = fingerprint(smiles)
     return None if fp is None or query is None else DataStructs.TanimotoSimilarity(query, fp)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when available, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MolgenError("--device cuda was asked for but no CUDA device is available.")
-    try:
-        chosen = torch.device(device)
-    except RuntimeError:
-        raise MolgenError(f"--device {device!r} is not a device; use auto, cpu or cuda.") from None
-    if chosen.type == "cuda" and chosen.index is not None:
-        count = torch.cuda.device_count()
-        if chosen.index >= count:
-            raise MolgenError(
-                f"--device {device}: there are {count} CUDA devices (cuda:0 to cuda:{count - 1})."
-            )
-    return chosen
 
 
 class MolGenModel:

@@ -238,6 +238,22 @@ CASES: list[Case] = [
     C("score-samples-0", "score", MOLS, "-o", "{tmp}/sc.csv", "--samples", "0",
       expect="--samples", needs="score"),
     C("score-output-is-input", "score", MOLS, "-o", MOLS, needs="score"),
+    # ---- optimize / benchmark goal-directed ----------------------------------------------
+    C("optimize-no-objective", "optimize", expect="--objective"),
+    C("optimize-unknown-objective", "optimize", "--objective", "potency", expect="objective"),
+    C("optimize-missing-profile", "optimize", "--objective", "{tmp}/nothing.toml",
+      expect="nothing.toml"),
+    C("optimize-budget-0", "optimize", "--objective", "qed", "--budget", "0", expect="--budget"),
+    C("optimize-huge-similar-to", "optimize", "--objective", "qed", "--similar-to", LONG_CHAIN,
+      expect="--similar-to"),
+    C("optimize-output-is-seeds", "optimize", "--objective", "qed", "--seeds", MOLS, "-o", MOLS,
+      expect="input"),
+    C("optimize-missing-seeds", "optimize", "--objective", "qed", "--seeds", "{tmp}/nothing.smi",
+      "-o", "{tmp}/out.csv", expect="nothing.smi"),
+    C("optimize-not-a-model", "optimize", MODEL, "--objective", "qed", expect="model.pt"),
+    C("benchmark-unknown-benchmark", "benchmark", "goal-directed", "--only", "nope",
+      "--json", "{tmp}/g.json", expect="nope"),
+    C("benchmark-unknown-suite", "benchmark", "goal-directed", "--suite", "v9", expect="--suite"),
     # ---- the app itself ------------------------------------------------------------------
     C("unknown-command", "bogus", expect="bogus"),
 ]
