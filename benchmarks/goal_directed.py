@@ -3,7 +3,8 @@
 Every method gets the same budget of oracle calls per benchmark (distinct molecules scored) and
 the same MOSES data, and is run through guacamol's own harness (``molgen.goal_directed``):
 
-* ``molgen``: ``molgen optimize`` on the bundled model (or ``--model``), search ``--search``.
+* ``molgen``: ``molgen optimize`` on the bundled model (or ``--model``), search ``--search``
+  (default cma, as ``molgen optimize``).
 * ``moses``: best of MOSES -- the top scorers of a fixed random MOSES training subsample of the
   size of the budget.
 * ``graph-ga``: Graph GA from the ``mol-ga`` package, started from a random MOSES subsample
@@ -149,7 +150,7 @@ def main() -> None:
     p.add_argument("--budget", type=int, default=10_000)
     p.add_argument("--only", default=None, help="Comma-separated benchmark names.")
     p.add_argument("--model", default=None)
-    p.add_argument("--search", default="spcauchy")
+    p.add_argument("--search", default="cma", choices=["cma", "spcauchy"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ga-start", type=int, default=1000)
     p.add_argument("--ga-population", type=int, default=1000)

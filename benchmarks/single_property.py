@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from molgen.objectives import ScoreRecord, build_objective  # noqa: E402
 from molgen.objectives.builtins import penalized_logp  # noqa: E402
-from molgen.optimize import OptimizeConfig, optimize  # noqa: E402
+from molgen.optimize import DEFAULT_SEARCH, OptimizeConfig, optimize  # noqa: E402
 from molgen.sampling import load_model  # noqa: E402
 
 
@@ -73,13 +73,14 @@ class Improvement:
         return out
 
 
-def unconstrained(model, name: str, budget: int, seeds: int) -> dict:
+def unconstrained(model, name: str, budget: int, seeds: int, search: str) -> dict:
     """Top-3 and top-10 mean per seed for a built-in objective."""
     objective = build_objective(name)
     runs = []
     for seed in range(seeds):
         t0 = time.perf_counter()
-        res = optimize(model, objective, OptimizeConfig(budget=budget, seed=seed), progress=False)
+        config = OptimizeConfig(budget=budget, seed=seed, search=search)
+        res = optimize(model, objective, config, progress=False)
         top = [f.score for f in res.top]
         runs.append(
             {
@@ -95,7 +96,7 @@ def unconstrained(model, name: str, budget: int, seeds: int) -> dict:
     return {"budget": budget, "runs": runs}
 
 
-def constrained(model, starts: int, budget: int, delta: float, pool_size: int) -> dict:
+def constrained(model, starts: int, budget: int, delta: float, pool_size: int, search: str) -> dict:
     """The similarity-constrained plogp improvement task from the lowest-plogp MOSES molecules."""
     with gzip.open(ROOT / "data" / "moses" / "test.csv.gz", "rt") as handle:
         lines = handle.read().splitlines()
@@ -107,7 +108,7 @@ def constrained(model, starts: int, budget: int, delta: float, pool_size: int) -
         res = optimize(
             model,
             Improvement(start, delta),
-            OptimizeConfig(budget=budget, seed=i, population=20, offspring=50),
+            OptimizeConfig(budget=budget, seed=i, population=20, offspring=50, search=search),
             seeds=[start],
             progress=False,
         )
@@ -150,6 +151,7 @@ def main() -> None:
     p.add_argument("--delta", type=float, default=0.4)
     p.add_argument("--pool", type=int, default=20_000)
     p.add_argument("--model", default=None)
+    p.add_argument("--search", default=DEFAULT_SEARCH)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/single_property.json")
     args = p.parse_args()
@@ -158,12 +160,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
-    results: dict = {"model": str(model.path), "threads": args.threads}
+    results: dict = {"model": str(model.path), "threads": args.threads, "search": args.search}
     for task in args.tasks.split(","):
         if task == "constrained":
             results[task] = constrained(model, args.starts, args.budget_each, args.delta, args.pool)
         else:
-            results[task] = unconstrained(model, task, args.budget, args.seeds)
+            results[task] = unconstrained(model, task, args.budget, args.seeds, args.search)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")
 

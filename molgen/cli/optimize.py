@@ -54,7 +54,10 @@ def optimize(
         help="With --similar-to: score 0 below this Tanimoto (Morgan r2).",
     ),
     search: str = typer.Option(
-        "spcauchy", "--search", parser=choice("spcauchy", "cma"), help="spcauchy or cma."
+        "cma",
+        "--search",
+        parser=choice("cma", "spcauchy"),
+        help="cma (CMA-ES on the sphere) or spcauchy (spherical Cauchy evolution strategy).",
     ),
     population: int = typer.Option(
         50, "--population", parser=integer(1, 100_000), help="Parents kept."
@@ -125,7 +128,10 @@ def goal_directed(
         Path("goal_directed.json"), "--json", help="guacamol's JSON results."
     ),
     search: str = typer.Option(
-        "spcauchy", "--search", parser=choice("spcauchy", "cma"), help="spcauchy or cma."
+        "cma",
+        "--search",
+        parser=choice("cma", "spcauchy"),
+        help="cma (CMA-ES on the sphere) or spcauchy (spherical Cauchy evolution strategy).",
     ),
     seed: int = typer.Option(0, "--seed", parser=integer(0, SEED_MAX), help="Random seed."),
 ) -> None:
