@@ -18,12 +18,6 @@ OBJECTIVE_HELP = (
 )
 
 
-def _search_names() -> tuple[str, ...]:
-    from molgen.optimize import SEARCHES
-
-    return tuple(sorted(SEARCHES))
-
-
 @app.command()
 def optimize(
     model: Path | None = typer.Argument(None, help="Model file (default: the bundled model)."),
