@@ -746,6 +746,28 @@ def prepare_output_folder(out_text: str | None) -> Path | None:
     return out
 
 
+def write_plots(
+    model: Any,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    history: list[dict[str, Any]],
+    title: str,
+    out: Path,
+) -> dict[str, str]:
+    """Reconstructions, prior samples, training curves and (on S^2) the sphere; role -> path.
+
+    ``history`` rows need the keys :func:`plot_training_curves` reads (``test_elbo`` included).
+    """
+    files = {
+        "reconstructions": str(plot_reconstructions(model, images, out / "reconstructions.png")),
+        "prior_samples": str(plot_prior_samples(model, out / "prior_samples.png")),
+        "training_curves": str(plot_training_curves(history, title, out / "training_curves.png")),
+    }
+    if model.head.spherical and model.ambient_dim == 3:
+        files["latent_sphere"] = str(plot_sphere(model, images, labels, out / "latent_sphere.png"))
+    return files
+
+
 def run_mnist(
     config: MnistConfig,
     data: MnistData | None = None,
@@ -767,18 +789,11 @@ def run_mnist(
         return result
     if config.plots:
         title = f"MNIST {config.latent} d={config.dim} (ambient {model.ambient_dim})"
-        test_bin = tensors["test_bin"]
-        result.files["reconstructions"] = str(
-            plot_reconstructions(model, test_bin, out / "reconstructions.png")
-        )
-        result.files["prior_samples"] = str(plot_prior_samples(model, out / "prior_samples.png"))
-        result.files["training_curves"] = str(
-            plot_training_curves(result.history, title, out / "training_curves.png")
-        )
-        if model.head.spherical and model.ambient_dim == 3:
-            result.files["latent_sphere"] = str(
-                plot_sphere(model, test_bin, tensors["test_labels"], out / "latent_sphere.png")
+        result.files.update(
+            write_plots(
+                model, tensors["test_bin"], tensors["test_labels"], result.history, title, out
             )
+        )
     result.files["results"] = str(out / "results.json")
     with atomic_output(out / "results.json") as handle:
         handle.write(json.dumps(asdict(result), indent=2) + "\n")

@@ -57,12 +57,9 @@ from molgen.mnist import (
     ambient_dim,
     bernoulli_nll,
     load_mnist,
-    plot_prior_samples,
-    plot_reconstructions,
-    plot_sphere,
-    plot_training_curves,
     prepare_output_folder,
     resolve_device,
+    write_plots,
 )
 from molgen.outputs import atomic_output
 
@@ -674,25 +671,9 @@ def run_paper(
         )
         # molgen.mnist's curve plot draws the test ELBO (negative); ours is stored as -ELBO.
         curves = [{**h, "test_elbo": -h["test_neg_elbo"]} for h in result.history]
-        result.files["training_curves"] = str(
-            plot_training_curves(curves, title, out / "training_curves.png")
+        result.files.update(
+            write_plots(model, tensors["test_grey"], tensors["test_labels"], curves, title, out)
         )
-        test_grey = tensors["test_grey"]
-        result.files["reconstructions"] = str(
-            plot_reconstructions(model, test_grey, out / "reconstructions.png")  # type: ignore[arg-type]
-        )
-        result.files["prior_samples"] = str(
-            plot_prior_samples(model, out / "prior_samples.png")  # type: ignore[arg-type]
-        )
-        if model.head.spherical and model.ambient_dim == 3:
-            result.files["latent_sphere"] = str(
-                plot_sphere(
-                    model,  # type: ignore[arg-type]
-                    test_grey,
-                    tensors["test_labels"],
-                    out / "latent_sphere.png",
-                )
-            )
     result.files["results"] = str(out / "results.json")
     with atomic_output(out / "results.json") as handle:
         handle.write(json.dumps(asdict(result), indent=2) + "\n")
