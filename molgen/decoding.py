@@ -38,6 +38,7 @@ from torch import Tensor
 
 from molgen.data import canonicalize
 from molgen.errors import MolgenError
+from molgen.grammar import SmilesSyntax
 
 
 def canonical_or_none(smiles: str) -> str | None:
@@ -115,11 +116,14 @@ def generate_ids(
     greedy: bool = False,
     temperature: float = 1.0,
     max_length: int | None = None,
+    syntax: SmilesSyntax | None = None,
 ) -> list[list[int]]:
     """Decode token ids from latent codes, batched; finished rows leave the batch.
 
     Same contract as ``MoleculeVAE.generate``: greedy takes the argmax token, otherwise tokens are
-    sampled from ``softmax(logits / temperature)`` (``torch.multinomial``, the global RNG).
+    sampled from ``softmax(logits / temperature)`` (``torch.multinomial``, the global RNG). With
+    ``syntax`` the logits are first masked to the tokens that keep each string well-formed SMILES
+    (:mod:`molgen.grammar`).
 
     Args:
         vae: A ``MoleculeVAE`` (in eval mode).
@@ -127,6 +131,7 @@ def generate_ids(
         greedy: Argmax decoding.
         temperature: Softmax temperature (> 0) when sampling.
         max_length: Most tokens to emit (default: the model's ``max_length``).
+        syntax: The vocabulary's SMILES syntax (None: unconstrained).
 
     Returns:
         For each code, the emitted ids up to (not including) eos.
@@ -141,14 +146,19 @@ def generate_ids(
     token = torch.full((batch,), vae.bos_id, dtype=torch.long, device=z.device)
     out = torch.full((batch, max_length), vae.pad_id, dtype=torch.long, device=z.device)
     alive = torch.arange(batch, device=z.device)
+    state = syntax.start(batch, max_length, z.device) if syntax is not None else None
     for step in range(max_length):
         logits = dec.step(token)
+        if state is not None:
+            logits = state.mask(logits)
         if greedy:
             token = logits.argmax(-1)
         else:
             probs = torch.softmax(logits.float().div_(temperature), dim=-1)
             token = torch.multinomial(probs, 1).squeeze(1)
         out[alive, step] = token
+        if state is not None:
+            state.advance(token)
         ended = token == vae.eos_id
         if bool(ended.any()):
             going = ~ended
@@ -156,6 +166,8 @@ def generate_ids(
                 break
             alive, token = alive[going], token[going]
             dec.select(going)
+            if state is not None:
+                state.select(going)
     return [_ids_until_eos(row, vae.eos_id, vae.pad_id) for row in out.tolist()]
 
 
@@ -365,7 +377,11 @@ def decode_with_retries(
 # ---- beam search -----------------------------------------------------------------------------
 @torch.no_grad()
 def beam_search_ids(
-    vae: Any, z: Tensor, width: int, max_length: int | None = None
+    vae: Any,
+    z: Tensor,
+    width: int,
+    max_length: int | None = None,
+    syntax: SmilesSyntax | None = None,
 ) -> list[list[tuple[float, list[int]]]]:
     """The ``width`` most likely token sequences of each code, most likely first.
 
@@ -392,8 +408,12 @@ def beam_search_ids(
     done_row = torch.full((vocab,), float("-inf"), device=dev)
     done_row[vae.pad_id] = 0.0  # a finished beam continues with pad at no cost
     offsets = (torch.arange(batch, device=dev) * width).unsqueeze(1)
+    state = syntax.start(batch * width, max_length, dev) if syntax is not None else None
     for _ in range(max_length):
-        logp = torch.log_softmax(dec.step(token).float(), dim=-1).view(batch, width, vocab)
+        logits = dec.step(token)
+        if state is not None:
+            logits = state.mask(logits)
+        logp = torch.log_softmax(logits.float(), dim=-1).view(batch, width, vocab)
         logp = torch.where(finished.unsqueeze(-1), done_row, logp)
         total = (scores.unsqueeze(-1) + logp).view(batch, width * vocab)
         scores, flat = total.topk(width, dim=1)
@@ -403,6 +423,9 @@ def beam_search_ids(
         finished = finished.gather(1, origin) | (token2 == vae.eos_id)
         dec.select((origin + offsets).view(-1))
         token = token2.view(-1)
+        if state is not None:
+            state.select((origin + offsets).view(-1))
+            state.advance(token)
         if bool(finished.all()):
             break
     out = []
@@ -430,7 +453,7 @@ def beam_search(model: Any, z: Tensor, width: int = 5) -> DecodeResult:
         z: (B, latent_dim) codes.
         width: Beams per code.
     """
-    beams = beam_search_ids(model.vae, z.to(model.device), width)
+    beams = beam_search_ids(model.vae, z.to(model.device), width, syntax=model.syntax)
     result = DecodeResult()
     for candidates in beams:
         strings = model.ids_to_smiles([ids for _, ids in candidates]) if candidates else [""]

@@ -30,7 +30,7 @@ import torch
 from molgen.data import UNKNOWN_TOKENS
 from molgen.inputs import CheckedInput, InputChecker, pad_ids, stereo_warning
 from molgen.outputs import atomic_output, atomic_path, check_output_path
-from molgen.records import MoleculeFile, Record, batched
+from molgen.records import MoleculeFile, Record, batched, prefetched
 
 ENCODE_SUFFIXES = (".csv", ".parquet", ".npy")
 TABLE_SUFFIXES = (".csv", ".parquet")
@@ -390,7 +390,8 @@ def encode_file(
         else:
             table_target = stack.enter_context(atomic_output(output, newline=""))
         table = TableWriter(table_target, names, kinds)
-        for chunk in encodable_chunks(iter(source), checker, stats, rejected, options.chunk):
+        chunks = encodable_chunks(iter(source), checker, stats, rejected, options.chunk)
+        for chunk in prefetched(chunks):
             mu = np.empty((len(chunk), dim), dtype=np.float32)
             conc = np.empty(len(chunk), dtype=np.float32)
             for positions, rows in length_sorted(chunk, options.batch_size):

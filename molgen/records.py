@@ -15,6 +15,8 @@ import csv
 import gzip
 import io
 import itertools
+import queue
+import threading
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -356,4 +358,52 @@ def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-__all__ = ["MoleculeFile", "Record", "batched"]
+_DONE = object()
+
+
+def prefetched(items: Iterable[Any], depth: int = 1) -> Iterator[Any]:
+    """The items of ``items``, produced ``depth`` ahead by a background thread.
+
+    Reading and checking a chunk (RDKit, Python) then overlaps with encoding the previous one:
+    torch releases the GIL inside its kernels, so the two share the cores instead of taking
+    turns. An exception in the producer is raised here, at the item where it happened; leaving
+    the loop early stops the producer.
+    """
+    slots: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((_DONE, exc))
+            return
+        put((_DONE, None))
+
+    worker = threading.Thread(target=produce, name="molgen-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if item is _DONE:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+__all__ = ["MoleculeFile", "Record", "batched", "prefetched"]

@@ -30,6 +30,7 @@ from molgen.decoding import (
 from molgen.devices import resolve_device
 from molgen.distributions import SphericalCauchy
 from molgen.errors import MolgenError
+from molgen.grammar import SmilesSyntax, syntax_for
 from molgen.inputs import InputChecker, pad_ids, warn_stereo_removed
 from molgen.latent import interpolate as latent_path
 from molgen.model import ModelConfig, MoleculeVAE, read_model_file
@@ -66,6 +67,8 @@ class MolGenModel:
         data_config: Canonicalization settings used for training (applied to user input too).
         summary: Training summary stored in the model file.
         path: Where the model was loaded from.
+        syntax: The SMILES syntax mask applied to every decoding (:mod:`molgen.grammar`); None
+            for SELFIES models, and settable to None to see the decoder unconstrained.
     """
 
     def __init__(self, content: dict[str, Any], path: Path, device: str = "cpu") -> None:
@@ -82,6 +85,8 @@ class MolGenModel:
             }
         )
         self.summary: dict[str, Any] = dict(content.get("training", {}))
+        # SMILES syntax mask for every decoding (None: SELFIES, or switched off by the caller)
+        self.syntax: SmilesSyntax | None = syntax_for(self.vocab.tokens, content["tokenizer"])
         self.vae = MoleculeVAE(
             self.config, self.vocab.pad_id, self.vocab.bos_id, self.vocab.eos_id, self.vocab.unk_id
         )
@@ -151,7 +156,9 @@ class MolGenModel:
     @torch.no_grad()
     def decode(self, z: Tensor, greedy: bool = True, temperature: float = 1.0) -> list[str]:
         """Decode latent codes to strings (greedy, or sampled at a temperature), one pass."""
-        ids = generate_ids(self.vae, z.to(self.device), greedy=greedy, temperature=temperature)
+        ids = generate_ids(
+            self.vae, z.to(self.device), greedy=greedy, temperature=temperature, syntax=self.syntax
+        )
         return self.ids_to_smiles(ids)
 
     def decode_greedy(self, z: Tensor, beam: int = 1) -> list[str]:

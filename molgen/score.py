@@ -41,7 +41,7 @@ from molgen.errors import MolgenError
 from molgen.inputs import InputChecker, pad_ids
 from molgen.latent import kl_to_prior
 from molgen.outputs import atomic_output, atomic_path
-from molgen.records import MoleculeFile
+from molgen.records import MoleculeFile, prefetched
 
 SCORE_COLUMNS = (
     "log_likelihood",
@@ -241,7 +241,8 @@ def score_file(
         table = TableWriter(target, names, kinds)
         stack.enter_context(torch.random.fork_rng(devices=[]))
         torch.manual_seed(options.seed)
-        for chunk in encodable_chunks(iter(source), checker, stats, rejected, options.chunk):
+        chunks = encodable_chunks(iter(source), checker, stats, rejected, options.chunk)
+        for chunk in prefetched(chunks):
             n = len(chunk)
             result = {name: torch.empty(n, dtype=torch.float64) for name in SCORE_COLUMNS}
             for positions, rows in length_sorted(chunk, batch):

@@ -23,6 +23,8 @@ from torch import Tensor
 
 from molgen.batching import BucketBatchSampler, TokenDataset, encode_smiles, passthrough
 from molgen.data import DATA_DIR, DataConfig, PreparedData, prepare_dataset
+from molgen.decoding import generate_ids
+from molgen.grammar import syntax_for
 from molgen.model import ModelConfig, MoleculeVAE, model_file_dict
 from molgen.runs import (
     CHECKPOINT_DIR,
@@ -127,7 +129,11 @@ class VAEModule(pl.LightningModule):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(1234)
             z = self.vae.latent.prior(device=self.device).sample((n,))
-            ids = self.vae.generate(z, temperature=1.0)
+            # decoded as molgen sample decodes (with the SMILES syntax mask), so the checkpoint
+            # choice judges what users will get
+            ids = generate_ids(
+                self.vae, z, temperature=1.0, syntax=syntax_for(tokens, self.tokenizer_kind)
+            )
         self.vae.train(was_training)
         valid = 0
         for row in ids:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import threading
 
 import pytest
 
 from molgen.errors import MolgenError
 from molgen.readers import read_smiles_file
-from molgen.records import MoleculeFile, Record, batched
+from molgen.records import MoleculeFile, Record, batched, prefetched
 from tests.conftest import TEST_DATA
 
 
@@ -116,3 +117,37 @@ def test_reading_is_a_stream(tmp_path):
         assert f.bytes_read < f.size  # the rest is not read yet
         assert sum(1 for _ in it) == 4999
     assert [len(b) for b in batched(range(10), 4)] == [4, 4, 2]
+
+
+# ---- prefetched --------------------------------------------------------------------------------
+def test_prefetched_yields_every_item_in_order():
+    assert list(prefetched(iter(range(100)), depth=3)) == list(range(100))
+    assert list(prefetched([])) == []
+
+
+def test_prefetched_raises_the_producers_error_at_its_item():
+    def items():
+        yield 1
+        yield 2
+        raise ValueError("bad row")
+
+    got = []
+    with pytest.raises(ValueError, match="bad row"):
+        for item in prefetched(items()):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_prefetched_stops_the_producer_when_the_loop_ends_early():
+    produced = []
+
+    def items():
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    gen = prefetched(items(), depth=1)
+    assert next(gen) == 0
+    gen.close()  # what a break or an exception in the loop does
+    assert len(produced) < 10  # only a few items ahead
+    assert all(t.name != "molgen-prefetch" for t in threading.enumerate())
