@@ -1,8 +1,8 @@
 """`molgen encode` speed and memory; how well `molgen score` tells in- from out-of-data molecules.
 
 Encode: the first N molecules of the MOSES training set (10k and 100k by default) through
-`molgen encode MODEL FILE -o OUT` in a child process with one thread (OMP_NUM_THREADS=1): wall
-time, CPU time, molecules/s and peak RSS (memory must not grow with N: rows are streamed).
+`molgen encode MODEL FILE -o OUT` in a child process with `--threads` torch threads (default 1):
+wall time, CPU time, molecules/s and peak RSS (memory must not grow with N: rows are streamed).
 
 Score: a random sample of MOSES test molecules (like the training data) and the approved drugs of
 data/chembl_drugs/drugs.csv (unlike it: larger, charged, stereo; those the model can encode after
@@ -43,12 +43,16 @@ DRUGS = REPO / "data" / "chembl_drugs" / "drugs.csv"
 def shown(args: list[str], work: Path) -> str:
     """The command as a user would type it (MODEL for the model, WORK/ for the scratch folder)."""
     text = " ".join(["molgen", args[0], "MODEL", *args[2:]])
-    return "OMP_NUM_THREADS=1 " + text.replace(str(work), "WORK").replace(str(REPO) + "/", "")
+    threads = os.environ.get("MOLGEN_BENCH_THREADS", "1")
+    return f"OMP_NUM_THREADS={threads} " + text.replace(str(work), "WORK").replace(
+        str(REPO) + "/", ""
+    )
 
 
 def run_child(args: list[str]) -> dict:
-    """Run ``molgen ARGS`` with one thread; wall and CPU seconds, peak RSS (MB), output."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    """Run ``molgen ARGS`` (``--threads`` torch threads); wall and CPU s, peak RSS (MB), output."""
+    threads = os.environ.get("MOLGEN_BENCH_THREADS", "1")
+    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     cmd = [sys.executable, "-c", "from molgen.cli import main; main()", *args]
     start = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -184,7 +188,8 @@ def markdown(model: str, encode: list[dict], score: dict | None, command: str, u
         "",
         f"Command: `{command}`  ",
         f"Model: `{model}`; torch {torch.__version__}, Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs; every `molgen` run is a child process with OMP_NUM_THREADS=1.  ",
+        f"{os.cpu_count()} CPUs; every `molgen` run is a child process with "
+        f"OMP_NUM_THREADS={os.environ.get('MOLGEN_BENCH_THREADS', '1')}.  ",
         f"Machine load (`uptime` at the start): `{uptime}`",
         "",
     ]
@@ -259,10 +264,12 @@ def main() -> None:
     parser.add_argument("--moses", type=int, default=1000, help="MOSES test molecules to score.")
     parser.add_argument("--samples", type=int, default=100, help="K for molgen score; 0 skips.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per molgen run.")
     parser.add_argument("--out", type=Path, default=None, help="Write the Markdown here.")
     args = parser.parse_args()
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     command = "python benchmarks/encode_score.py " + shlex.join(sys.argv[1:])
+    os.environ["MOLGEN_BENCH_THREADS"] = str(args.threads)
     sizes = [int(s) for s in args.encode_sizes.split(",") if s.strip()]
     formats = [f.strip().lstrip(".") for f in args.formats.split(",") if f.strip()]
     with tempfile.TemporaryDirectory(prefix="molgen-bench-") as tmp:

@@ -8,7 +8,8 @@ with the same wall-clock budget, one after the other:
 - finetune: `molgen train TRAIN --from bundled --out RUN --max-time BUDGET` (the `finetune` preset)
 
 and the bundled model untouched as a reference. Each model is scored on N prior samples at
-temperature 1, decoded ONCE (single-pass validity, no retries): validity, uniqueness, novelty
+temperature 1, decoded ONCE (single-pass validity, no retries; with the SMILES syntax mask that
+every molgen decoding uses, and again without it for the raw decoder): validity, uniqueness, novelty
 against the training split; FCD to the held-out drugs on the same number of valid samples for
 every model (`--fcd-n`; FCD depends strongly on set size), with the FCD floor of this held-out set
 (as many training-split molecules against the held-out drugs), mean
@@ -118,6 +119,14 @@ def score(
         valid_all += metrics.valid_canonical(batch)
     first = samples[:n]
     valid = metrics.valid_canonical(first)
+    # the same codes decoded once more without the syntax mask: the raw decoder's validity
+    torch.manual_seed(seed)
+    syntax, m.syntax = m.syntax, None
+    raw: list[str] = []
+    while len(raw) < n:
+        raw += m.decode(m.prior_z(500), greedy=False, temperature=1.0)
+    m.syntax = syntax
+    raw_validity = len(metrics.valid_canonical(raw[:n])) / n
     fcd_set = valid_all[:fcd_n]
     train_canon = set(metrics.valid_canonical(train_smiles))
     ok, why = readable(m, heldout)
@@ -131,6 +140,7 @@ def score(
         "model": str(model_path),
         "samples": n,
         "validity": len(valid) / n,
+        "validity_without_syntax_mask": raw_validity,
         "uniqueness": metrics.uniqueness(first),
         "novelty": metrics.novelty(first, train_canon, train_is_canonical=True),
         "fcd_molecules": len(fcd_set),
@@ -143,7 +153,14 @@ def score(
         "exact_reconstruction": exact / len(ok) if ok else None,
         "training": {
             k: m.summary.get(k)
-            for k in ("global_step", "wall_time_s", "threads", "exported", "final_prior_validity")
+            for k in (
+                "global_step",
+                "wall_time_s",
+                "threads",
+                "exported",
+                "export_checks",
+                "final_prior_validity",
+            )
         },
     }
 

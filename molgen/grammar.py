@@ -28,20 +28,22 @@ from torch import Tensor
 
 from molgen.tokenizer import SPECIAL_TOKENS
 
-# Token kinds (also the "last token" state; START is the state before the first token).
-START, ATOM, BOND, OPEN, CLOSE, RING, DOT, EOS, NEVER = range(9)
+# Token kinds (also the "last token" state; START is the state before the first token, and
+# BRANCH_BOND a bond written right after '(' or ')', which only an atom can follow).
+START, ATOM, BOND, OPEN, CLOSE, RING, DOT, EOS, NEVER, BRANCH_BOND = range(10)
 _ORGANIC = {"B", "C", "N", "O", "P", "S", "F", "Cl", "Br", "I", "b", "c", "n", "o", "p", "s", "*"}
 _BONDS = {"-", "=", "#", ":", "/", "\\", "$"}
 _RING_RE = re.compile(r"^(?:[0-9]|%[0-9]{2}|%\([0-9]+\))$")
 
 # _FOLLOWS[last kind][next kind]: SMILES's rules for neighbouring tokens.
-_FOLLOWS = torch.zeros(9, 9, dtype=torch.bool)
+_FOLLOWS = torch.zeros(10, 9, dtype=torch.bool)
 for _last, _nexts in {
     START: (ATOM,),
     ATOM: (ATOM, BOND, OPEN, CLOSE, RING, DOT, EOS),
     RING: (ATOM, BOND, OPEN, CLOSE, RING, DOT, EOS),
     CLOSE: (ATOM, BOND, OPEN, CLOSE, DOT, EOS),
     BOND: (ATOM, RING),
+    BRANCH_BOND: (ATOM,),
     OPEN: (ATOM, BOND, DOT),
     DOT: (ATOM,),
 }.items():
@@ -146,21 +148,22 @@ class SyntaxState:
         self.open = torch.zeros(batch, n, dtype=torch.bool, device=device)
         # labels opened on the current atom: closing one there ("C11") is not a ring
         self.opened_here = torch.zeros(batch, n, dtype=torch.bool, device=device)
-        # Valence: every atom's capacity and bond-order units used so far; the current atom,
-        # its chain predecessor, the branch stack, a bond written but not yet attached, and
-        # per ring label its opening atom and the bond order written there (0: none).
+        # Valence: every atom's capacity and bond-order units used so far; the current atom and
+        # the atoms already bonded to it, the branch stack, a bond written but not yet attached,
+        # and per ring label its opening atom and the bond order written there (0: none).
         self.order = syntax.order.to(device)
         self.capacity = syntax.capacity.to(device)
         self.cap = torch.zeros(batch, max_length + 1, dtype=torch.long, device=device)
         self.used = torch.zeros(batch, max_length + 1, dtype=torch.long, device=device)
         self.atoms = torch.zeros(batch, dtype=torch.long, device=device)
         self.cur = torch.full((batch,), max_length, dtype=torch.long, device=device)  # slot: none
-        self.pred = torch.full((batch,), -1, dtype=torch.long, device=device)
+        self.bonded_here = torch.zeros(batch, max_length + 1, dtype=torch.bool, device=device)
         self.stack = torch.zeros(batch, max_length + 1, dtype=torch.long, device=device)
         self.pending = torch.zeros(batch, dtype=torch.long, device=device)
         self.opener = torch.zeros(batch, n, dtype=torch.long, device=device)
         self.open_order = torch.zeros(batch, n, dtype=torch.long, device=device)
-        self.partners_here = torch.full((batch, n), -1, dtype=torch.long, device=device)
+        # rows the mask could not guide (no token allowed: left unconstrained from then on)
+        self.stuck = torch.zeros(batch, dtype=torch.bool, device=device)
 
     def allowed(self) -> Tensor:
         """(rows, V) bool: the tokens each row may write next."""
@@ -226,10 +229,7 @@ class SyntaxState:
         opener = self.opener[:, label]
         opener_free = self.cap.gather(1, opener) - self.used.gather(1, opener)
         close_ok = (free.unsqueeze(1) >= o) & (opener_free >= o - oo.clamp(min=1))
-        double = (opener == self.pred.unsqueeze(1)) | (
-            self.partners_here.unsqueeze(1) == opener.unsqueeze(2)
-        ).any(2)
-        close_ok &= ~double
+        close_ok &= ~self.bonded_here.gather(1, opener)  # a ring bond may not double a bond
         close_ok &= (
             (rings_open == 1).unsqueeze(1) | (free.unsqueeze(1) - o >= 1) | any_stack.unsqueeze(1)
         )
@@ -243,6 +243,7 @@ class SyntaxState:
         stuck = ~ok.any(1)
         if bool(stuck.any()):
             ok[stuck] = True
+            self.stuck |= stuck
         return logits.masked_fill(~ok, float("-inf"))
 
     def advance(self, tokens: Tensor) -> None:
@@ -265,12 +266,12 @@ class SyntaxState:
             self.cap[r, new] = self.capacity[tokens[r]]
             self.used[r, new] = b
             self.used[r, self.cur[r]] += b
-            self.pred[r] = torch.where(bonded, self.cur[r], -1)
+            self.bonded_here[r] = False
+            self.bonded_here[r, self.cur[r]] = bonded
             self.cur[r] = new
             self.atoms[r] += 1
             self.pending[r] = 0
             self.opened_here[r] = False
-            self.partners_here[r] = -1
         is_ring = kind == RING
         if bool(is_ring.any()):
             r = rows[is_ring]
@@ -284,7 +285,7 @@ class SyntaxState:
             # opening atom already holds max(oo, 1))
             self.used[r, cur] += torch.where(was_open, o, pending.clamp(min=1))
             self.used[r, opener] += torch.where(was_open, o - oo.clamp(min=1), 0)
-            self.partners_here[r, k] = torch.where(was_open, opener, -1)
+            self.bonded_here[r, opener] |= was_open
             self.opener[r, k] = torch.where(was_open, opener, cur)
             self.open_order[r, k] = torch.where(was_open, 0, pending)
             self.open[r, k] = ~was_open
@@ -292,6 +293,8 @@ class SyntaxState:
             self.pending[r] = 0
         is_dot = kind == DOT
         self.cur[is_dot] = self.max_length  # the empty slot: the next atom starts anew
+        branch_bond = (kind == BOND) & ((self.last == OPEN) | (self.last == CLOSE))
+        kind = torch.where(branch_bond, BRANCH_BOND, kind)
         self.last = torch.where(kind == EOS, self.last, kind)
 
     def select(self, index: Tensor) -> None:
@@ -305,21 +308,22 @@ class SyntaxState:
             "used",
             "atoms",
             "cur",
-            "pred",
+            "bonded_here",
             "stack",
             "pending",
             "opener",
             "open_order",
-            "partners_here",
+            "stuck",
         ):
             setattr(self, name, getattr(self, name)[index])
 
 
 def _closure_order(pending: Tensor, at_opening: Tensor) -> Tensor:
-    """Bond order of a ring closure: the one written (the smaller if both ends give one), else 1."""
-    both = (pending > 0) & (at_opening > 0)
-    one = torch.where(pending > 0, pending, at_opening).clamp(min=1)
-    return torch.where(both, torch.minimum(pending, at_opening), one)
+    """Bond order of a ring closure as RDKit reads it.
+
+    The order written at the opening digit wins, else the one at the closing digit, else single.
+    """
+    return torch.where(at_opening > 0, at_opening, pending.clamp(min=1))
 
 
 def syntax_for(tokens: Sequence[str], tokenizer_kind: str) -> SmilesSyntax | None:

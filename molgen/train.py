@@ -58,6 +58,12 @@ def tune_malloc() -> bool:
 
 
 # ---- the Lightning module ------------------------------------------------------------------------
+# With a validity floor, this many best checkpoints are kept and checked again at the end on
+# VERIFY_SAMPLES fresh prior codes (standard error about 0.006 at 80 % validity).
+EXPORT_CANDIDATES = 4
+VERIFY_SAMPLES = 4096
+
+
 class VAEModule(pl.LightningModule):
     """Lightning wrapper: the KL schedule, logging, and the optimizer."""
 
@@ -115,8 +121,13 @@ class VAEModule(pl.LightningModule):
         self.log("val_select", select, sync_dist=True)
 
     @torch.no_grad()
-    def prior_validity(self, n: int) -> float:
-        """Share of ``n`` prior samples (temperature 1, one pass) that RDKit parses."""
+    def prior_validity(self, n: int, seed: int = 1234) -> float:
+        """Share of ``n`` prior samples (temperature 1, one pass) that RDKit parses.
+
+        Args:
+            n: Prior codes to decode.
+            seed: Seed of the codes and the sampling (validation uses the same every check).
+        """
         from rdkit import Chem, RDLogger
 
         RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]  # missing from RDKit's stub
@@ -127,7 +138,7 @@ class VAEModule(pl.LightningModule):
         self.vae.eval()
         # The same codes at every check, and the training random stream left untouched.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(1234)
+            torch.manual_seed(seed)
             z = self.vae.latent.prior(device=self.device).sample((n,))
             # decoded as molgen sample decodes (with the SMILES syntax mask), so the checkpoint
             # choice judges what users will get
@@ -374,8 +385,13 @@ def train(
         total_epoch_steps=steps_per_epoch * train_config.epochs,
         elapsed_s=clock.elapsed_s,
     )
+    verify = train_config.export == "best" and train_config.min_validity > 0
     best = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor="val_select", save_top_k=1, save_last=True
+        dirpath=ckpt_dir,
+        filename="best-{step}" if verify else "best",
+        monitor="val_select",
+        save_top_k=EXPORT_CANDIDATES if verify else 1,
+        save_last=True,
     )
     callbacks: list[Any] = [
         best,
@@ -386,7 +402,9 @@ def train(
     ]
     if train_config.early_stopping_patience > 0:
         callbacks.append(
-            EarlyStopping(monitor="val_select", patience=train_config.early_stopping_patience)
+            # on the fit alone: a validity floor decides the export, not when to stop (with
+            # it, validity wandering around the floor stopped fine-tuning after 520 steps)
+            EarlyStopping(monitor="val_loss", patience=train_config.early_stopping_patience)
         )
     # Short epochs (small files): validate every few epochs, not after each one, so that checks
     # and checkpoint writes do not outweigh training.
@@ -421,10 +439,14 @@ def train(
     wall = time.time() - started
 
     exported = "last"
+    export_checks: list[dict[str, Any]] = []
     if train_config.export == "best" and best.best_model_path:
-        state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+        chosen = Path(best.best_model_path)
+        if verify:
+            chosen, export_checks = _verified_best(module, best, train_config)
+        state = torch.load(chosen, map_location="cpu", weights_only=False)
         module.load_state_dict(state["state_dict"])
-        exported = f"best ({Path(best.best_model_path).name}, step {state.get('global_step')})"
+        exported = f"best ({chosen.name}, step {state.get('global_step')})"
     metrics_path = merge_metrics(run_dir) if trainer.is_global_zero else run_dir / "metrics.csv"
     model_path = run_dir / "model.pt"
     curves_path: Path | None = None
@@ -433,6 +455,8 @@ def train(
     )
     summary["threads"] = threads
     summary["exported"] = exported
+    if export_checks:
+        summary["export_checks"] = export_checks
     if parent_info is not None:
         summary["parent"] = parent_info
     summary["final_prior_validity"] = round(module.prior_validity(500), 4)
@@ -451,6 +475,51 @@ def train(
             metrics_path, run_dir / "training_curves.png", module.vae.latent.concentration_name
         )
     return TrainResult(run_dir, model_path, metrics_path, curves_path, summary)
+
+
+def _verified_best(
+    module: VAEModule, best: Any, config: TrainConfig
+) -> tuple[Path, list[dict[str, Any]]]:
+    """The best-fitting kept checkpoint whose validity holds on fresh prior samples.
+
+    The validation's validity is measured on ``validity_samples`` codes, so choosing the lowest
+    ``val_select`` among many checks favours checkpoints that were lucky on them (a checkpoint
+    chosen at 0.80 on 512 codes sampled 0.78 on 2,000 fresh ones). The kept candidates are
+    checked again, in order of ``val_select``, on ``VERIFY_SAMPLES`` other codes; the first that
+    reaches ``min_validity`` is exported, else the most valid one.
+
+    Args:
+        module: The trained module (its weights are restored before returning).
+        best: Lightning's ``ModelCheckpoint`` holding the kept checkpoints.
+        config: The run's settings (``min_validity``).
+
+    Returns:
+        (checkpoint to export, one record per checkpoint checked).
+    """
+    candidates = sorted(best.best_k_models.items(), key=lambda kv: float(kv[1]))
+    checks: list[dict[str, Any]] = []
+    current = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    chosen: Path | None = None
+    for path, score in candidates:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        module.load_state_dict(state["state_dict"])
+        validity = module.prior_validity(VERIFY_SAMPLES, seed=4321)
+        checks.append(
+            {
+                "checkpoint": Path(path).name,
+                "step": int(state.get("global_step", 0)),
+                "val_select": round(float(score), 4),
+                "validity": round(validity, 4),
+            }
+        )
+        if validity >= config.min_validity:
+            chosen = Path(path)
+            break
+    module.load_state_dict(current)
+    if chosen is None:
+        # every candidate was checked: pick the most valid
+        chosen = Path(candidates[max(range(len(checks)), key=lambda i: checks[i]["validity"])][0])
+    return chosen, checks
 
 
 def _usefulness_warnings(summary: dict[str, Any], config: TrainConfig) -> list[str]:

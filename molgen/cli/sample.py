@@ -47,6 +47,12 @@ def sample(
         help="Re-decodings of the same code when its string is invalid (default 3; 0 = single "
         "pass). Sampling only: greedy decoding is deterministic.",
     ),
+    syntax: bool = typer.Option(
+        True,
+        "--syntax/--no-syntax",
+        help="Mask each next token to those that keep the SMILES well formed (default); "
+        "--no-syntax shows the decoder unconstrained.",
+    ),
     beam: int = typer.Option(
         1,
         "--beam",
@@ -93,6 +99,8 @@ def sample(
     if around is not None:
         around = check_smiles_option(around, "--around")
     m = load_model(model, device=device)
+    if not syntax:
+        m.syntax = None
     novel_set = None
     if novel_against is not None:
         from molgen.data import canonicalize

@@ -134,6 +134,12 @@ def train(
         parser=integer(0, 10**6),
         help="Validation checks without improvement before stopping (0: off).",
     ),
+    min_validity: float | None = typer.Option(
+        None,
+        parser=finite(0.0, 1.0),
+        help="Export the best-fitting checkpoint whose single-pass prior samples are at least "
+        "this valid (finetune preset: 0.8).",
+    ),
     accelerator: str = typer.Option("auto", parser=choice(*ACCELERATORS), help="auto, cpu or gpu."),
     devices: str = typer.Option(
         "auto", parser=lightning_devices, help="Devices per node (number or auto)."
@@ -215,6 +221,7 @@ def train(
         beta_ramp_steps=beta_ramp_steps,
         word_dropout=word_dropout,
         early_stopping_patience=early_stopping_patience,
+        min_validity=min_validity,
         bucket_batches=bucket_batches,
         threads=threads,
         accelerator=accelerator,
@@ -278,6 +285,16 @@ def train(
         f"  prior validity (500 single-pass samples): {summary['final_prior_validity']:.3f}; "
         f"exported weights: {summary['exported']}"
     )
+    if summary.get("export_checks"):
+        from molgen.train import VERIFY_SAMPLES
+
+        checked = ", ".join(
+            f"step {c['step']}: {c['validity']:.3f}" for c in summary["export_checks"]
+        )
+        typer.echo(
+            f"  validity of the best-fitting checkpoints on {VERIFY_SAMPLES:,} fresh prior codes: "
+            + checked
+        )
     for warning in summary["warnings"]:
         typer.echo(f"Warning: {warning}", err=True)
     typer.echo(f"  model:    {result.model_path}")
