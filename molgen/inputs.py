@@ -11,11 +11,13 @@ vocabulary.
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -212,12 +214,14 @@ def pad_ids(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]
     """A padded (n, width) id batch and its (n,) lengths from id lists (each at least bos/eos)."""
     if not rows:
         raise MolgenError("no molecule to encode.")
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
-    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-    return ids, lengths
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    # one flat copy and a mask instead of a tensor per row: this runs beside the encoder, and
+    # every Python step here holds the GIL the reading thread needs
+    ids = np.full((len(rows), int(lengths.max())), pad_id, dtype=np.int64)
+    ids[np.arange(ids.shape[1]) < lengths[:, None]] = np.fromiter(
+        itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum())
+    )
+    return torch.from_numpy(ids), torch.from_numpy(lengths)
 
 
 def stereo_warning(n: int, checker: InputChecker) -> str:
