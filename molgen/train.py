@@ -671,7 +671,8 @@ def plot_training_curves(
                 )
         ax.set_title(title)
         ax.set_xlabel("step")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # a panel whose columns were never logged stays bare
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
     plt.close(fig)
