@@ -15,6 +15,10 @@ the same MOSES data, and is run through guacamol's own harness (``molgen.goal_di
 
 Each method's guacamol JSON goes beside ``--out``; the summary JSON (per-benchmark score, calls,
 seconds) is rewritten after every benchmark, and ``--resume`` skips benchmarks already in it.
+
+To use both cores, run two halves of the suite (``--only``) into two ``--out`` files at once, then
+join them in suite order: ``--merge A.json,B.json --out ALL.json`` (each method's seconds are the
+sum over its benchmarks, ``wall_seconds`` the longest half).
 """
 
 from __future__ import annotations
@@ -136,10 +140,54 @@ def _method(name: str, args: argparse.Namespace) -> Any:
         return GraphGA(args.budget, args.seed, args.ga_start, args.ga_population, args.ga_offspring)
     from molgen.goal_directed import LatentGoalDirectedGenerator
     from molgen.optimize import OptimizeConfig
+    from molgen.retrain import RetrainConfig
     from molgen.sampling import load_model
 
-    config = OptimizeConfig(budget=args.budget, search=args.search, seed=args.seed)
+    config = OptimizeConfig(
+        budget=args.budget,
+        search=args.search,
+        seed=args.seed,
+        retrain=RetrainConfig(every=args.retrain_every),
+    )
     return LatentGoalDirectedGenerator(load_model(args.model), config)
+
+
+def merge(parts: list[Path], out: Path, suite_name: str) -> None:
+    """Join summaries (and their guacamol JSONs) of disjoint benchmark sets, in suite order."""
+    from molgen.goal_directed import benchmark_slug, suite
+
+    order = {benchmark_slug(b.name): i for i, b in enumerate(suite(suite_name))}
+    loaded = [json.loads(p.read_text()) for p in parts]
+    summary = {k: v for k, v in loaded[0].items() if k != "methods"}
+    summary["methods"] = {}
+    summary["merged_from"] = [p.name for p in parts]
+    for name in loaded[0]["methods"]:
+        entries = [d["methods"][name] for d in loaded if name in d["methods"]]
+        rows = sorted(
+            (r for e in entries for r in e["rows"]),
+            key=lambda r: order[benchmark_slug(r["benchmark"])],
+        )
+        summary["methods"][name] = {
+            "rows": rows,
+            "seconds": sum(e["seconds"] for e in entries),
+            "wall_seconds": max(e["seconds"] for e in entries),
+            "total": sum(r["score"] for r in rows),
+            "settings": entries[0].get("settings"),
+        }
+        guaca = [p.with_name(f"{p.stem}_{name}_guacamol.json") for p in parts]
+        payloads = [json.loads(g.read_text()) for g in guaca if g.exists()]
+        if payloads:
+            joined = payloads[0]
+            joined["results"] = sorted(
+                (r for pl in payloads for r in pl["results"]),
+                key=lambda r: order[benchmark_slug(r["benchmark_name"])],
+            )
+            out.with_name(f"{out.stem}_{name}_guacamol.json").write_text(
+                json.dumps(joined, indent=4)
+            )
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    for name, entry in summary["methods"].items():
+        print(f"{name}: total {entry['total']:.3f} ({len(entry['rows'])} benchmarks)")
 
 
 def main() -> None:
@@ -152,13 +200,20 @@ def main() -> None:
     p.add_argument("--model", default=None)
     p.add_argument("--search", default="cma", choices=["cma", "spcauchy"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--retrain-every", type=int, default=1000, help="molgen: calls between retraining rounds."
+    )
     p.add_argument("--ga-start", type=int, default=1000)
     p.add_argument("--ga-population", type=int, default=1000)
     p.add_argument("--ga-offspring", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/goal_directed_v2.json")
     p.add_argument("--resume", action="store_true", help="Keep benchmarks already in --out.")
+    p.add_argument("--merge", default=None, help="Comma-separated summaries to join into --out.")
     args = p.parse_args()
+    if args.merge:
+        merge([Path(x) for x in args.merge.split(",")], args.out, args.suite)
+        return
 
     import torch
 
@@ -201,6 +256,7 @@ def main() -> None:
             entry["total"] = sum(r["score"] for r in entry["rows"])
             entry["settings"] = {
                 "search": args.search if name == "molgen" else None,
+                "retrain_every": args.retrain_every if name == "molgen" else None,
                 "ga_start": args.ga_start if name == "graph-ga" else None,
                 "ga_population": args.ga_population if name == "graph-ga" else None,
                 "ga_offspring": args.ga_offspring if name == "graph-ga" else None,

@@ -196,6 +196,11 @@ def summary_lines(result: OptimizeResult, paths: dict[str, Path]) -> list[str]:
         f"generations, {s.decodings} decodings of {s.codes} codes ({s.invalid_codes} given up), "
         f"{s.seconds:.1f} s; start: {result.start}; best {best}; stopped: {s.stop_reason}",
     ]
+    if s.retrain_rounds:
+        lines.append(
+            f"model fine-tuned on the best molecules {s.retrain_rounds} times "
+            f"({s.retrain_seconds:.1f} s; its original weights are back)"
+        )
     if s.failures:
         lines.append(
             f"{s.failures} molecules failed to score (counted as calls, never selected); "

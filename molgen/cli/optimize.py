@@ -9,6 +9,9 @@ import typer
 from molgen.cli.app import app
 from molgen.cli.params import SEED_MAX, check_smiles_option, choice, finite, integer
 
+# = RetrainConfig().every; kept here so that --help does not import torch
+DEFAULT_RETRAIN_EVERY = 1000
+
 benchmark_app = typer.Typer(help="Benchmarks run through their own harness (GuacaMol).")
 app.add_typer(benchmark_app, name="benchmark")
 
@@ -65,11 +68,18 @@ def optimize(
         parser=integer(0, 1000),
         help="Sampled re-decodings of a code whose greedy string is invalid.",
     ),
+    retrain_every: int = typer.Option(
+        DEFAULT_RETRAIN_EVERY,
+        "--retrain-every",
+        parser=integer(0, 10**8),
+        help="Fine-tune the model on the best molecules found every this many calls (0: never).",
+    ),
 ) -> None:
     """Design molecules: search the model's latent sphere for high scores of an objective."""
     from molgen.design import DesignRequest, run_design, summary_lines
     from molgen.errors import MolgenError
     from molgen.optimize import OptimizeConfig, format_top
+    from molgen.retrain import RetrainConfig
 
     if similar_to is not None:
         similar_to = check_smiles_option(similar_to, "--similar-to")
@@ -95,6 +105,7 @@ def optimize(
             population=population,
             offspring=offspring,
             max_retries=max_retries,
+            retrain=RetrainConfig(every=retrain_every),
         ),
     )
     result = run_design(req)
@@ -128,6 +139,12 @@ def goal_directed(
         help="cma (CMA-ES on the sphere) or spcauchy (spherical Cauchy evolution strategy).",
     ),
     seed: int = typer.Option(0, "--seed", parser=integer(0, SEED_MAX), help="Random seed."),
+    retrain_every: int = typer.Option(
+        DEFAULT_RETRAIN_EVERY,
+        "--retrain-every",
+        parser=integer(0, 10**8),
+        help="Fine-tune the model on the best molecules found every this many calls (0: never).",
+    ),
 ) -> None:
     """Run GuacaMol's goal-directed suite on molgen optimize with a call budget per benchmark."""
     from molgen.goal_directed import (
@@ -141,13 +158,18 @@ def goal_directed(
     )
     from molgen.optimize import OptimizeConfig
     from molgen.outputs import check_output_path
+    from molgen.retrain import RetrainConfig
     from molgen.sampling import DEFAULT_MODEL, load_model
 
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
     select(get_suite(suite), names)  # an unknown name fails before any work
     check_output_path(json_out, "--json", inputs=(model or DEFAULT_MODEL,), suffixes=(".json",))
     generator = LatentGoalDirectedGenerator(
-        load_model(model), OptimizeConfig(budget=budget, search=search, seed=seed), progress=True
+        load_model(model),
+        OptimizeConfig(
+            budget=budget, search=search, seed=seed, retrain=RetrainConfig(every=retrain_every)
+        ),
+        progress=True,
     )
     report = run_goal_directed(generator, suite, json_out, names, budget, search)
     typer.echo(format_report(report))

@@ -79,6 +79,29 @@ def test_qed_run_writes_csv_curve_grid_and_true_scores(cli, tmp_path):
     assert "60 calls" in result.stderr
 
 
+def test_retraining_rounds_are_reported_and_the_model_file_is_untouched(cli, tmp_path):
+    from molgen.cli.optimize import DEFAULT_RETRAIN_EVERY
+    from molgen.retrain import RetrainConfig
+    from molgen.sampling import DEFAULT_MODEL
+
+    assert DEFAULT_RETRAIN_EVERY == RetrainConfig().every  # --help keeps its own copy
+    before = Path(DEFAULT_MODEL).read_bytes()
+    out = tmp_path / "res.csv"
+    result = cli(
+        "optimize", "--objective", "qed", "--budget", "80", "--offspring", "20",
+        "--retrain-every", "40", "-o", out,
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert "model fine-tuned on the best molecules 1 times" in result.stderr
+    summary = json.loads((tmp_path / "res_summary.json").read_text())
+    assert summary["stats"]["retrain_rounds"] == 1
+    assert summary["config"]["retrain"]["every"] == 40
+    assert len(list(csv.DictReader(out.open()))) == 80
+    assert Path(DEFAULT_MODEL).read_bytes() == before
+    bad = cli("optimize", "--objective", "qed", "--retrain-every", "-5")
+    assert bad.code != 0 and "Error" in bad.stderr
+
+
 def test_user_function_failing_on_some_molecules_is_counted(cli, tmp_path):
     fn = tmp_path / "flaky.py"
     fn.write_text(
