@@ -84,7 +84,7 @@ def test_retraining_rounds_are_reported_and_the_model_file_is_untouched(cli, tmp
     from molgen.retrain import RetrainConfig
     from molgen.sampling import DEFAULT_MODEL
 
-    assert DEFAULT_RETRAIN_EVERY == RetrainConfig().every  # --help keeps its own copy
+    assert RetrainConfig().every == DEFAULT_RETRAIN_EVERY  # --help keeps its own copy
     before = Path(DEFAULT_MODEL).read_bytes()
     out = tmp_path / "res.csv"
     result = cli(

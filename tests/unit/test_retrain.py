@@ -55,7 +55,7 @@ def test_optimize_retrains_during_the_run_and_leaves_the_model_as_it_was(model):
         component_names = ["length"]
 
         def score(self, smiles):
-            return [ScoreRecord(float(len(s)), {"length": len(s)}, {"length": len(s)}) for s in smiles]
+            return [ScoreRecord(len(s), {"length": len(s)}, {"length": len(s)}) for s in smiles]
 
     before = {k: v.clone() for k, v in model.vae.state_dict().items()}
     config = OptimizeConfig(
