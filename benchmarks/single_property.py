@@ -163,7 +163,9 @@ def main() -> None:
     results: dict = {"model": str(model.path), "threads": args.threads, "search": args.search}
     for task in args.tasks.split(","):
         if task == "constrained":
-            results[task] = constrained(model, args.starts, args.budget_each, args.delta, args.pool)
+            results[task] = constrained(
+                model, args.starts, args.budget_each, args.delta, args.pool, args.search
+            )
         else:
             results[task] = unconstrained(model, task, args.budget, args.seeds, args.search)
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -94,6 +94,7 @@ class BenchmarkRun:
     seconds: float
     best: float | None
     stop_reason: str
+    retrain_seconds: float = 0.0
 
 
 def _stereo_free(smiles: str) -> str | None:
@@ -155,6 +156,7 @@ class LatentGoalDirectedGenerator(GoalDirectedGenerator):  # type: ignore[misc]
                 time.perf_counter() - t0,
                 result.top[0].score if result.top else None,
                 result.stats.stop_reason,
+                result.stats.retrain_seconds,
             )
         )
         return out
@@ -230,6 +232,7 @@ def run_goal_directed(
                 "seconds": float(res["execution_time"]),
                 "decodings": run.decodings if run else None,
                 "stop": run.stop_reason if run else "",
+                "retrain_seconds": run.retrain_seconds if run else None,
             }
         )
     return report
