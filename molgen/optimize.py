@@ -667,7 +667,10 @@ def optimize(
     rng = np.random.default_rng(config.seed)
     search = SEARCHES[config.search](config, model.latent_dim, rng)
     every = config.retrain.every
-    trainer = EliteTrainer(model, config.retrain, config.seed) if every else None
+    # a round needs calls left after `every` of them; only then copy the weights
+    trainer = (
+        EliteTrainer(model, config.retrain, config.seed) if 0 < every < config.budget else None
+    )
     next_round = every
     start = ""
     try:

@@ -167,7 +167,9 @@ def test_optimize_from_seed_molecules_scores_them_first():
 
 
 def test_optimize_stops_when_nothing_new_is_found():
-    config = OptimizeConfig(budget=10_000, population=3, offspring=4, stall_generations=3)
+    config = OptimizeConfig(
+        budget=10_000, population=3, offspring=4, stall_generations=3, retrain={"every": 0}
+    )  # the stub has no network to retrain
     res = optimize(StubModel(), CarbonScorer(), config, progress=False)
     assert res.stats.calls < 10_000 and "converged" in res.stats.stop_reason
 
