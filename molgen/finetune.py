@@ -55,8 +55,12 @@ class Parent:
     @property
     def final_beta(self) -> float:
         """The KL weight the parent ended its training with (0.1 when it does not say)."""
-        train_config = self.content.get("training", {}).get("train_config", {})
-        return float(train_config.get("beta_max", 0.1))
+        return trained_beta(self.content.get("training", {}))
+
+
+def trained_beta(training: dict[str, Any]) -> float:
+    """The final KL weight in a model file's ``training`` dict (0.1 when it does not say)."""
+    return float(training.get("train_config", {}).get("beta_max", 0.1))
 
 
 def resolve_parent_path(value: str | Path) -> Path:

@@ -404,20 +404,15 @@ class Search:
         """(codes (n, dim), parent index per code or -1)."""
         raise NotImplementedError
 
-    def recode(self, model: Any) -> None:
-        """Re-encode the population after the model was retrained (its codes have moved).
+    def recode(self, codes: dict[str, Tensor]) -> None:
+        """Take the population's codes after the model was retrained (its codes have moved).
 
-        A member whose canonical SMILES the model cannot spell (a decoded string can canonicalize
-        to a token it lacks, such as ``[SH]``) keeps its old code.
+        A member missing from ``codes`` (its canonical SMILES can have a token the model lacks,
+        such as ``[SH]``) keeps its old code.
         """
-        from molgen.inputs import InputChecker
-
-        checker = InputChecker.for_model(model)
-        members = [m for m in self.population if checker.check(m.smiles).ids is not None]
-        if members:
-            z = normalize(model.encode([m.smiles for m in members]).float().cpu())
-            for m, row in zip(members, z, strict=True):
-                m.z = row
+        for m in self.population:
+            if m.smiles in codes:
+                m.z = codes[m.smiles]
 
     def observe(self, z: Tensor, parents: list[int], results: list[Member | None]) -> None:
         """Take one generation's results (None: invalid or failed) and update the population."""
@@ -526,9 +521,9 @@ class CMASearch(Search):
         sigma = self.sigma_rad / math.sqrt(self.dim)  # per coordinate of a unit vector
         self.es = cma.CMAEvolutionStrategy(start.z.double().numpy(), sigma, opts)
 
-    def recode(self, model: Any) -> None:
-        """Re-encode, and start a fresh strategy at the best member's new code."""
-        super().recode(model)
+    def recode(self, codes: dict[str, Tensor]) -> None:
+        """Take the new codes, and start a fresh strategy at the best member's new code."""
+        super().recode(codes)
         self.es = None
         self.used = set()
 
@@ -620,10 +615,11 @@ def _start_members(
     return members, f"best of {n} prior samples"
 
 
-def _retrain(trainer: EliteTrainer, oracle: Oracle, search: Search, model: Any) -> None:
+def _retrain(trainer: EliteTrainer, oracle: Oracle, search: Search) -> None:
     scored = [f for f in oracle.cache.values() if f.score is not None]
     trainer.round([f.smiles for f in scored], [float(f.score or 0.0) for f in scored])
-    search.recode(model)
+    known, z = trainer.codes([m.smiles for m in search.population])
+    search.recode(dict(zip(known, normalize(z), strict=True)))
 
 
 def optimize(
@@ -688,7 +684,7 @@ def optimize(
                 oracle.stats.generations = generation
                 if trainer and oracle.stats.calls >= next_round and not oracle.exhausted:
                     next_round = oracle.stats.calls + every
-                    _retrain(trainer, oracle, search, model)
+                    _retrain(trainer, oracle, search)
                 stall = stall + 1 if oracle.stats.calls == calls_before else 0
                 if stall >= config.stall_generations:
                     oracle.stats.stop_reason = (

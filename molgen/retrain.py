@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from molgen.errors import MolgenError
+from molgen.finetune import trained_beta
 from molgen.inputs import InputChecker, pad_ids
 
 
@@ -81,8 +82,7 @@ class EliteTrainer:
         self.rng = np.random.default_rng(seed)
         self.original = copy.deepcopy(model.vae.state_dict())
         self.optimizer = torch.optim.Adam(model.vae.parameters(), lr=config.lr)
-        train_config = model.summary.get("train_config", {})
-        self.beta = float(train_config.get("beta_max", 0.1))  # the KL weight it was trained at
+        self.beta = trained_beta(model.summary)  # the KL weight it was trained at
         self.checker = InputChecker.for_model(model)
         self.ids: dict[str, list[int] | None] = {}  # token ids per molecule, checked once
         self.rounds = 0
@@ -122,6 +122,24 @@ class EliteTrainer:
             vae.eval()
         self.rounds += 1
         self.seconds += time.perf_counter() - t0
+
+    @torch.no_grad()
+    def codes(self, smiles: Sequence[str]) -> tuple[list[str], torch.Tensor]:
+        """Posterior modes under the current weights of the molecules it can spell.
+
+        Uses the token ids checked for the rounds, so re-encoding a population costs no RDKit work.
+
+        Returns:
+            The molecules encoded (in order) and their (n, latent_dim) codes.
+        """
+        known = [s for s in smiles if self._ids(s) is not None]
+        if not known:
+            return [], torch.empty(0, self.model.latent_dim)
+        rows = [self._ids(s) for s in known]
+        ids, lengths = pad_ids(rows, self.model.vocab.pad_id)  # type: ignore[arg-type]
+        device = self.model.device
+        posterior, _ = self.model.vae.encode(ids.to(device), lengths.to(device))
+        return known, self.model.vae.latent.mode(posterior).float().cpu()
 
     def restore(self) -> None:
         """Put the model's original weights back."""
