@@ -201,6 +201,10 @@ def summary_lines(result: OptimizeResult, paths: dict[str, Path]) -> list[str]:
             f"model fine-tuned on the best molecules {s.retrain_rounds} times "
             f"({s.retrain_seconds:.1f} s; its original weights are back)"
         )
+    if s.retrain_skipped:
+        lines.append(
+            f"{s.retrain_skipped} retraining rounds skipped: every molecule scored the same"
+        )
     if s.failures:
         lines.append(
             f"{s.failures} molecules failed to score (counted as calls, never selected); "

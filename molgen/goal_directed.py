@@ -95,6 +95,7 @@ class BenchmarkRun:
     best: float | None
     stop_reason: str
     retrain_seconds: float = 0.0
+    retrain_rounds: int = 0
 
 
 def _stereo_free(smiles: str) -> str | None:
@@ -157,6 +158,7 @@ class LatentGoalDirectedGenerator(GoalDirectedGenerator):  # type: ignore[misc]
                 result.top[0].score if result.top else None,
                 result.stats.stop_reason,
                 result.stats.retrain_seconds,
+                result.stats.retrain_rounds,
             )
         )
         return out
@@ -233,6 +235,7 @@ def run_goal_directed(
                 "decodings": run.decodings if run else None,
                 "stop": run.stop_reason if run else "",
                 "retrain_seconds": run.retrain_seconds if run else None,
+                "retrain_rounds": run.retrain_rounds if run else None,
             }
         )
     return report

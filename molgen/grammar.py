@@ -123,10 +123,47 @@ class SmilesSyntax:
         self.capacity = torch.tensor(
             [bond_capacity(t) if token_kind(t) == ATOM else 0 for t in tokens], dtype=torch.long
         )
+        self._tables: dict[torch.device, _Tables] = {}
+
+    def tables(self, device: torch.device) -> _Tables:
+        """The per-token tables on ``device`` (made once: a state is started per decoded batch)."""
+        if device not in self._tables:
+            self._tables[device] = _Tables(self, device)
+        return self._tables[device]
 
     def start(self, batch: int, max_length: int, device: torch.device | str) -> SyntaxState:
         """A fresh state for ``batch`` rows that will write at most ``max_length`` tokens."""
         return SyntaxState(self, batch, max_length, torch.device(device))
+
+
+class _Tables:
+    """Per-token constants of a vocabulary on one device, shaped for the per-step masks."""
+
+    def __init__(self, syntax: SmilesSyntax, device: torch.device) -> None:
+        kinds = syntax.kinds.to(device)
+        self.kinds = kinds
+        self.follows = _FOLLOWS.to(device)[:, kinds]  # (last kind, V)
+        self.ring_label = syntax.ring_label.to(device)
+        self.is_ring = self.ring_label >= 0
+        self.ring_cols = self.is_ring.nonzero().squeeze(1)
+        self.labels = self.ring_label[self.ring_cols]  # (R,) label of each ring token
+        self.label_any = self.ring_label.clamp(min=0)  # (V,) a label for every token
+        self.is_eos = kinds == EOS
+        self.close_cols = (kinds == CLOSE).nonzero().squeeze(1)
+        self.open_cols = (kinds == OPEN).nonzero().squeeze(1)
+        self.end_cols = ((kinds == EOS) | (kinds == DOT)).nonzero().squeeze(1)
+        self.atom_cols = (kinds == ATOM).nonzero().squeeze(1)
+        self.bond_cols = (kinds == BOND).nonzero().squeeze(1)
+        # closers owed after a token: '(' adds one, ')' pays one; a ring token's depends on the row
+        delta = torch.zeros(len(kinds), dtype=torch.long, device=device)
+        delta[self.open_cols] = 1
+        delta[self.close_cols] = -1
+        self.delta = delta
+        self.extra = _EXTRA.to(device)[kinds]  # (V,)
+        self.order = syntax.order.to(device)
+        self.capacity = syntax.capacity.to(device)
+        self.atom_capacity = self.capacity[self.atom_cols].unsqueeze(0)  # (1, atoms)
+        self.bond_order = self.order[self.bond_cols].unsqueeze(0)  # (1, bonds)
 
 
 class SyntaxState:
@@ -135,11 +172,13 @@ class SyntaxState:
     def __init__(
         self, syntax: SmilesSyntax, batch: int, max_length: int, device: torch.device
     ) -> None:
-        self.kinds = syntax.kinds.to(device)
-        self.ring_label = syntax.ring_label.to(device)
-        self.is_ring = self.ring_label >= 0
-        self.follows = _FOLLOWS.to(device)
-        self.extra = _EXTRA.to(device)[self.kinds]  # (V,)
+        t = syntax.tables(device)
+        self.t = t
+        self.kinds = t.kinds
+        self.ring_label = t.ring_label
+        self.is_ring = t.is_ring
+        self.order = t.order
+        self.capacity = t.capacity
         self.max_length = max_length
         self.written = 0
         self.last = torch.full((batch,), START, dtype=torch.long, device=device)
@@ -151,8 +190,6 @@ class SyntaxState:
         # Valence: every atom's capacity and bond-order units used so far; the current atom and
         # the atoms already bonded to it, the branch stack, a bond written but not yet attached,
         # and per ring label its opening atom and the bond order written there (0: none).
-        self.order = syntax.order.to(device)
-        self.capacity = syntax.capacity.to(device)
         self.cap = torch.zeros(batch, max_length + 1, dtype=torch.long, device=device)
         self.used = torch.zeros(batch, max_length + 1, dtype=torch.long, device=device)
         self.atoms = torch.zeros(batch, dtype=torch.long, device=device)
@@ -167,32 +204,32 @@ class SyntaxState:
 
     def allowed(self) -> Tensor:
         """(rows, V) bool: the tokens each row may write next."""
-        ok = self.follows[self.last][:, self.kinds]  # (B, V)
-        label = self.ring_label.clamp(min=0)
-        ring_open = self.open[:, label] & self.is_ring  # (B, V): this ring token would close
-        closes_here = self.opened_here[:, label] & self.is_ring
-        ok &= ~closes_here
-        need = self.depth + self.open.sum(1)  # closing tokens still owed
-        ok[:, self.kinds == CLOSE] &= (self.depth > 0).unsqueeze(1)
-        ends = (self.kinds == EOS) | (self.kinds == DOT)
-        ok[:, ends] &= (need == 0).unsqueeze(1)
+        t = self.t
+        ok = t.follows[self.last]  # (B, V), a copy
+        ring_open = self.open[:, t.label_any] & t.is_ring  # (B, V): this ring token would close
+        ok &= ~(self.opened_here[:, t.label_any] & t.is_ring)  # "C11" closes nothing
+        rings_open = self.open.sum(1)
+        need = self.depth + rings_open  # closing tokens still owed
+        ok[:, t.close_cols] &= (self.depth > 0).unsqueeze(1)
+        ok[:, t.end_cols] &= (need == 0).unsqueeze(1)
         # Room left after this token for the owed closers and any atom it commits to (the
         # length limit ends a string as eos does).
-        delta = torch.zeros_like(ok, dtype=torch.long)
-        delta[:, self.kinds == OPEN] = 1
-        delta[:, self.kinds == CLOSE] = -1
-        delta = torch.where(self.is_ring, 1 - 2 * ring_open.long(), delta)
-        owed = need.unsqueeze(1) + delta + self.extra
+        delta = torch.where(t.is_ring, 1 - 2 * ring_open.long(), t.delta)
         # ring closures also need atoms to sit on (one atom holds a few): keep room for them
-        rings_after = self.open.sum(1, keepdim=True) + torch.where(self.is_ring, delta, 0)
-        owed += rings_after // 2
+        rings_after = rings_open.unsqueeze(1) + torch.where(t.is_ring, delta, 0)
+        owed = (
+            (need.unsqueeze(1) + t.extra)
+            .add_(delta)
+            .add_(rings_after.div_(2, rounding_mode="floor"))
+        )
         room = self.max_length - self.written - 1
-        ok &= (owed <= room) | (self.kinds == EOS)
-        self._valence(ok)
+        ok &= (owed <= room) | t.is_eos
+        self._valence(ok, rings_open)
         return ok
 
-    def _valence(self, ok: Tensor) -> None:
+    def _valence(self, ok: Tensor, rings_open: Tensor) -> None:
         """Forbid (in place) bonds past an atom's capacity and ring closures that double a bond."""
+        t = self.t
         rows = torch.arange(ok.shape[0], device=ok.device)
         free = self.cap[rows, self.cur] - self.used[rows, self.cur]  # (B,)
         bonded = (self.last != START) & (self.last != DOT)
@@ -203,26 +240,22 @@ class SyntaxState:
         on_stack = torch.arange(depth_max, device=ok.device).unsqueeze(0) < self.depth.unsqueeze(1)
         stack_free = self.cap.gather(1, self.stack) - self.used.gather(1, self.stack)
         any_stack = ((stack_free >= 1) & on_stack).any(1)
-        rings_open = self.open.sum(1)
-        atoms = self.kinds == ATOM
         b_in = torch.where(bonded, b, 0)
         # right after '(' (and its bond) the new atom bonds to the branch point: the stack's top
         top = (self.depth - 1).clamp(min=0)
-        rows = torch.arange(ok.shape[0], device=ok.device)
-        at_top = ((self.depth > 0) & (self.stack[rows, top] == self.cur)).nonzero().squeeze(1)
-        stack_free[at_top, top[at_top]] -= b_in[at_top]
+        at_top = (self.depth > 0) & (self.stack[rows, top] == self.cur)
+        stack_free[rows, top] -= torch.where(at_top, b_in, 0)
         any_stack_in = ((stack_free >= 1) & on_stack).any(1)
-        new_free = self.capacity[atoms].unsqueeze(0) - b_in.unsqueeze(1)  # (B, atoms)
+        new_free = t.atom_capacity - b_in.unsqueeze(1)  # (B, atoms)
         fits = (free >= b).unsqueeze(1) & (new_free >= 0)
         live = (rings_open == 0).unsqueeze(1) | (new_free >= 1) | any_stack_in.unsqueeze(1)
-        ok[:, atoms] &= (~bonded.unsqueeze(1) | fits) & live
-        bonds = self.kinds == BOND
-        ok[:, bonds] &= free.unsqueeze(1) >= self.order[bonds].unsqueeze(0)
-        ok[:, self.kinds == OPEN] &= (free >= 1).unsqueeze(1)
-        ok[:, self.kinds == CLOSE] &= ((rings_open == 0) | any_stack).unsqueeze(1)
-        if not bool(self.is_ring.any()):
+        ok[:, t.atom_cols] &= (~bonded.unsqueeze(1) | fits) & live
+        ok[:, t.bond_cols] &= free.unsqueeze(1) >= t.bond_order
+        ok[:, t.open_cols] &= (free >= 1).unsqueeze(1)
+        ok[:, t.close_cols] &= ((rings_open == 0) | any_stack).unsqueeze(1)
+        if len(t.ring_cols) == 0:
             return
-        label = self.ring_label[self.is_ring]  # (R,)
+        label = t.labels  # (R,)
         closing = self.open[:, label]  # (B, R)
         oo = self.open_order[:, label]
         o = _closure_order(self.pending.unsqueeze(1), oo)
@@ -234,8 +267,7 @@ class SyntaxState:
             (rings_open == 1).unsqueeze(1) | (free.unsqueeze(1) - o >= 1) | any_stack.unsqueeze(1)
         )
         open_ok = (free >= b) & ((free - b >= 1) | any_stack)
-        open_ok = open_ok.unsqueeze(1)
-        ok[:, self.is_ring] &= torch.where(closing, close_ok, open_ok)
+        ok[:, t.ring_cols] &= torch.where(closing, close_ok, open_ok.unsqueeze(1))
 
     def mask(self, logits: Tensor) -> Tensor:
         """``logits`` with disallowed tokens at -inf (a row with none allowed is left as it is)."""

@@ -144,6 +144,7 @@ class OptimizeStats:
     seconds: float = 0.0
     oracle_seconds: float = 0.0
     retrain_rounds: int = 0
+    retrain_skipped: int = 0
     retrain_seconds: float = 0.0
     interrupted: bool = False
     stop_reason: str = ""
@@ -701,6 +702,7 @@ def optimize(
         if trainer is not None:
             trainer.restore()
             oracle.stats.retrain_rounds = trainer.rounds
+            oracle.stats.retrain_skipped = trainer.skipped
             oracle.stats.retrain_seconds = trainer.seconds
     oracle.stats.seconds = time.perf_counter() - t0
     return OptimizeResult(

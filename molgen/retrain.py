@@ -39,13 +39,17 @@ class RetrainConfig:
         lr: Adam learning rate (the optimizer's state carries over between rounds).
         k: Rank-weight sharpness: weights ``1 / (k N + rank)`` over the N molecules scored so far
             (smaller favours the very best more).
+        part: What a round trains: ``all`` (encoder and decoder) or ``decoder`` (the decoder GRU,
+            its initial-state layer and the output layer; the encoder and the shared token
+            embedding stay as they are, so known molecules keep their codes).
     """
 
     every: int = 1000
-    steps: int = 30
-    batch_size: int = 64
+    steps: int = 20
+    batch_size: int = 32
     lr: float = 5e-4
     k: float = 1e-2
+    part: str = "all"
 
     def check(self) -> None:
         """Raise MolgenError for settings that cannot run."""
@@ -55,6 +59,25 @@ class RetrainConfig:
             raise MolgenError("retraining needs at least 1 step of at least 1 molecule.")
         if not self.lr > 0 or not self.k > 0:
             raise MolgenError("retraining's learning rate and k must be positive.")
+        if self.part not in TRAINED_PARTS:
+            raise MolgenError(
+                f"retraining part must be one of {', '.join(TRAINED_PARTS)}, got {self.part!r}."
+            )
+
+
+#: Modules of a ``MoleculeVAE`` a round trains, by ``RetrainConfig.part``.
+TRAINED_PARTS: dict[str, tuple[str, ...] | None] = {
+    "all": None,
+    "decoder": ("decoder", "latent_to_hidden", "output"),
+}
+
+
+def trained_parameters(vae: torch.nn.Module, part: str) -> list[torch.nn.Parameter]:
+    """The parameters a round of ``part`` updates (all of them for ``all``)."""
+    names = TRAINED_PARTS[part]
+    if names is None:
+        return list(vae.parameters())
+    return [p for name in names for p in getattr(vae, name).parameters()]
 
 
 def rank_weights(scores: Sequence[float], k: float) -> np.ndarray:
@@ -81,11 +104,13 @@ class EliteTrainer:
         self.config = config
         self.rng = np.random.default_rng(seed)
         self.original = copy.deepcopy(model.vae.state_dict())
-        self.optimizer = torch.optim.Adam(model.vae.parameters(), lr=config.lr)
+        self.params = trained_parameters(model.vae, config.part)
+        self.optimizer = torch.optim.Adam(self.params, lr=config.lr)
         self.beta = trained_beta(model.summary)  # the KL weight it was trained at
         self.checker = InputChecker.for_model(model)
         self.ids: dict[str, list[int] | None] = {}  # token ids per molecule, checked once
         self.rounds = 0
+        self.skipped = 0  # rounds with nothing to learn (every score equal)
         self.seconds = 0.0
         self.losses: list[float] = []
 
@@ -98,14 +123,22 @@ class EliteTrainer:
         """``config.steps`` optimizer steps on batches drawn from the molecules by rank weight.
 
         Molecules the model cannot spell (none, for molecules it decoded itself) are left out.
+        When every score is the same there is no best to move towards (Valsartan SMARTS scores 0
+        almost everywhere): the round is skipped and counted in ``skipped``.
         """
         t0 = time.perf_counter()
         rows = [self._ids(s) for s in smiles]
         keep = [i for i, r in enumerate(rows) if r is not None]
-        if not keep:
+        kept_scores = [scores[i] for i in keep]
+        if not keep or max(kept_scores) == min(kept_scores):
+            self.skipped += 1
             return
-        w = rank_weights([scores[i] for i in keep], self.config.k)
+        w = rank_weights(kept_scores, self.config.k)
         vae = self.model.vae
+        trained = {id(p) for p in self.params}
+        frozen = [p for p in vae.parameters() if id(p) not in trained and p.requires_grad]
+        for p in frozen:  # no gradient, so no backward pass through the encoder
+            p.requires_grad_(False)
         vae.train()
         try:
             for _ in range(self.config.steps):
@@ -115,11 +148,13 @@ class EliteTrainer:
                 out = vae(ids.to(self.model.device), lengths.to(self.model.device), beta=self.beta)
                 self.optimizer.zero_grad(set_to_none=True)
                 out["loss"].backward()
-                torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+                torch.nn.utils.clip_grad_norm_(self.params, 1.0)
                 self.optimizer.step()
                 self.losses.append(float(out["loss"].detach()))
         finally:
             vae.eval()
+            for p in frozen:
+                p.requires_grad_(True)
         self.rounds += 1
         self.seconds += time.perf_counter() - t0
 

@@ -77,3 +77,28 @@ def test_retrain_settings_are_checked():
     with pytest.raises(MolgenError, match="learning rate"):
         RetrainConfig(every=5, lr=0.0).check()
     assert np.isfinite(rank_weights([1.0], 0.01)).all()
+
+
+def test_a_round_with_every_score_equal_is_skipped(model):
+    before = {k: v.clone() for k, v in model.vae.state_dict().items()}
+    trainer = EliteTrainer(model, RetrainConfig(every=1, steps=5), seed=0)
+    trainer.round(ELITES, [0.0] * len(ELITES))  # nothing is better than anything else
+    assert (trainer.rounds, trainer.skipped, trainer.losses) == (0, 1, [])
+    for key, value in model.vae.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    trainer.round(ELITES, [0.0, 0.0, 0.0, 0.0, 1.0])
+    assert (trainer.rounds, trainer.skipped) == (1, 1)
+
+
+def test_a_decoder_round_leaves_the_encoder_and_its_codes_alone(model):
+    encoder_before = {k: v.clone() for k, v in model.vae.state_dict().items()}
+    _, codes_before = EliteTrainer(model, RetrainConfig(), seed=0).codes(ELITES)
+    trainer = EliteTrainer(model, RetrainConfig(steps=10, lr=1e-2, part="decoder"), seed=0)
+    trainer.round(ELITES, [5.0, 4.0, 0.1, 0.1, 0.1])
+    changed = {k for k, v in model.vae.state_dict().items() if not torch.equal(v, encoder_before[k])}
+    assert changed and all(k.split(".")[0] in ("decoder", "latent_to_hidden", "output") for k in changed)
+    _, codes_after = trainer.codes(ELITES)
+    assert torch.equal(codes_before, codes_after)
+    assert all(p.requires_grad for p in model.vae.parameters())  # the flags are put back
+    with pytest.raises(MolgenError, match="part"):
+        RetrainConfig(part="encoder").check()
