@@ -103,3 +103,21 @@ def test_a_decoder_round_leaves_the_encoder_and_its_codes_alone(model):
     assert all(p.requires_grad for p in model.vae.parameters())  # the flags are put back
     with pytest.raises(MolgenError, match="part"):
         RetrainConfig(part="encoder").check()
+
+
+def test_optimize_counts_and_reports_skipped_rounds(model):
+    from molgen.design import summary_lines
+
+    class Flat:
+        component_names = ["flat"]
+
+        def score(self, smiles):
+            return [ScoreRecord(0.0, {"flat": 0.0}, {"flat": 0.0}) for _ in smiles]
+
+    config = OptimizeConfig(
+        budget=60, population=8, offspring=16, start_size=20, seed=1,
+        retrain={"every": 20, "steps": 2, "batch_size": 8},
+    )  # fmt: skip
+    result = optimize(model, Flat(), config, progress=False)
+    assert result.stats.retrain_rounds == 0 and result.stats.retrain_skipped >= 1
+    assert any("rounds skipped" in line for line in summary_lines(result, {}))
