@@ -172,13 +172,7 @@ class SyntaxState:
     def __init__(
         self, syntax: SmilesSyntax, batch: int, max_length: int, device: torch.device
     ) -> None:
-        t = syntax.tables(device)
-        self.t = t
-        self.kinds = t.kinds
-        self.ring_label = t.ring_label
-        self.is_ring = t.is_ring
-        self.order = t.order
-        self.capacity = t.capacity
+        self.t = syntax.tables(device)
         self.max_length = max_length
         self.written = 0
         self.last = torch.full((batch,), START, dtype=torch.long, device=device)
@@ -280,7 +274,7 @@ class SyntaxState:
 
     def advance(self, tokens: Tensor) -> None:
         """Record the token each row wrote."""
-        kind = self.kinds[tokens]
+        kind = self.t.kinds[tokens]
         rows = torch.arange(tokens.shape[0], device=tokens.device)
         self.written += 1
         is_open, is_close = kind == OPEN, kind == CLOSE
@@ -288,14 +282,14 @@ class SyntaxState:
         self.depth += is_open.long() - is_close.long()
         self.depth.clamp_(min=0)
         self.cur[is_close] = self.stack[rows[is_close], self.depth[is_close]]
-        self.pending = torch.where(kind == BOND, self.order[tokens], self.pending)
+        self.pending = torch.where(kind == BOND, self.t.order[tokens], self.pending)
         is_atom = kind == ATOM
         if bool(is_atom.any()):
             r = rows[is_atom]
             bonded = (self.last[r] != START) & (self.last[r] != DOT)
             b = torch.where(bonded, self.pending[r].clamp(min=1), 0)
             new = self.atoms[r]
-            self.cap[r, new] = self.capacity[tokens[r]]
+            self.cap[r, new] = self.t.capacity[tokens[r]]
             self.used[r, new] = b
             self.used[r, self.cur[r]] += b
             self.bonded_here[r] = False
@@ -307,7 +301,7 @@ class SyntaxState:
         is_ring = kind == RING
         if bool(is_ring.any()):
             r = rows[is_ring]
-            k = self.ring_label[tokens[r]]
+            k = self.t.ring_label[tokens[r]]
             cur, pending = self.cur[r], self.pending[r]
             was_open = self.open[r, k]
             oo = self.open_order[r, k]

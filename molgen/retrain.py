@@ -105,6 +105,10 @@ class EliteTrainer:
         self.rng = np.random.default_rng(seed)
         self.original = copy.deepcopy(model.vae.state_dict())
         self.params = trained_parameters(model.vae, config.part)
+        trained = {id(p) for p in self.params}
+        self.frozen = [  # no gradient for these, so no backward pass through the encoder
+            p for p in model.vae.parameters() if id(p) not in trained and p.requires_grad
+        ]
         self.optimizer = torch.optim.Adam(self.params, lr=config.lr)
         self.beta = trained_beta(model.summary)  # the KL weight it was trained at
         self.checker = InputChecker.for_model(model)
@@ -135,9 +139,7 @@ class EliteTrainer:
             return
         w = rank_weights(kept_scores, self.config.k)
         vae = self.model.vae
-        trained = {id(p) for p in self.params}
-        frozen = [p for p in vae.parameters() if id(p) not in trained and p.requires_grad]
-        for p in frozen:  # no gradient, so no backward pass through the encoder
+        for p in self.frozen:
             p.requires_grad_(False)
         vae.train()
         try:
@@ -153,7 +155,7 @@ class EliteTrainer:
                 self.losses.append(float(out["loss"].detach()))
         finally:
             vae.eval()
-            for p in frozen:
+            for p in self.frozen:
                 p.requires_grad_(True)
         self.rounds += 1
         self.seconds += time.perf_counter() - t0

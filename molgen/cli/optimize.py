@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -11,6 +12,14 @@ from molgen.cli.params import SEED_MAX, check_smiles_option, choice, finite, int
 
 # = RetrainConfig().every; kept here so that --help does not import torch
 DEFAULT_RETRAIN_EVERY = 1000
+RetrainEveryOpt = Annotated[
+    int,
+    typer.Option(
+        "--retrain-every",
+        parser=integer(0, 10**8),
+        help="Fine-tune the model on the best molecules found every this many calls (0: never).",
+    ),
+]
 
 benchmark_app = typer.Typer(help="Benchmarks run through their own harness (GuacaMol).")
 app.add_typer(benchmark_app, name="benchmark")
@@ -68,12 +77,7 @@ def optimize(
         parser=integer(0, 1000),
         help="Sampled re-decodings of a code whose greedy string is invalid.",
     ),
-    retrain_every: int = typer.Option(
-        DEFAULT_RETRAIN_EVERY,
-        "--retrain-every",
-        parser=integer(0, 10**8),
-        help="Fine-tune the model on the best molecules found every this many calls (0: never).",
-    ),
+    retrain_every: RetrainEveryOpt = DEFAULT_RETRAIN_EVERY,
 ) -> None:
     """Design molecules: search the model's latent sphere for high scores of an objective."""
     from molgen.design import DesignRequest, run_design, summary_lines
@@ -139,12 +143,7 @@ def goal_directed(
         help="cma (CMA-ES on the sphere) or spcauchy (spherical Cauchy evolution strategy).",
     ),
     seed: int = typer.Option(0, "--seed", parser=integer(0, SEED_MAX), help="Random seed."),
-    retrain_every: int = typer.Option(
-        DEFAULT_RETRAIN_EVERY,
-        "--retrain-every",
-        parser=integer(0, 10**8),
-        help="Fine-tune the model on the best molecules found every this many calls (0: never).",
-    ),
+    retrain_every: RetrainEveryOpt = DEFAULT_RETRAIN_EVERY,
 ) -> None:
     """Run GuacaMol's goal-directed suite on molgen optimize with a call budget per benchmark."""
     from molgen.goal_directed import (
